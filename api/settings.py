@@ -1,0 +1,58 @@
+"""All configuration, from environment variables prefixed TAAS_ (see the README's table)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TAAS_", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="SQLite files, broker and MLflow artifacts "
+                           "of the embedded default.")
+    database_url: str | None = Field(None, description="Default: SQLite under data_dir.")
+    broker_url: str | None = Field(None, description="Default: an embedded SQLite broker.")
+    mlflow_tracking_uri: str = "http://127.0.0.1:5000"
+    mlflow_ui_url: str | None = Field(None, description="Base URL users open for the MLflow UI; "
+                                      "default: the tracking URI.")
+    mlflow_experiment: str = "taas"
+    api_keys: str = Field("", description="tenant:key,tenant:key; empty turns auth off.")
+    predict_cache_size: int = Field(32, ge=1, description="Trained models kept in memory.")
+    progress_interval: float = Field(
+        0.5, ge=0, description="Seconds between progress/metric writes while training (the "
+        "last epoch is always written).")
+    worker_threads: int | None = Field(None, ge=1, description="torch threads per worker "
+                                       "process; default: cores / worker processes.")
+    max_request_bytes: int = Field(32 * 2**20, ge=1024)
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'taas.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+
+    @property
+    def mlflow_public_url(self) -> str:
+        return (self.mlflow_ui_url or self.mlflow_tracking_uri).rstrip("/")
+
+    def api_key_map(self) -> dict[str, str]:
+        """key -> tenant."""
+        pairs = [item.strip() for item in self.api_keys.split(",") if item.strip()]
+        result = {}
+        for pair in pairs:
+            tenant, _, key = pair.partition(":")
+            if not tenant or not key:
+                raise ValueError("TAAS_API_KEYS must look like tenant:key,tenant:key")
+            result[key] = tenant
+        return result
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

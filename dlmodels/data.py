@@ -1,0 +1,66 @@
+"""Turning user data into arrays the model can take, with errors that say what is wrong."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from dlmodels.errors import DataError, Loc
+
+
+def to_array(values: Any, *, integer: bool = False, loc: Loc = ()) -> np.ndarray:
+    """Nested lists -> a float32 (or int64) array; ragged lists, non-numbers, NaN and Inf fail."""
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except ValueError as error:
+        raise DataError(_describe_bad_list(values, str(error)), loc) from None
+    except TypeError:
+        raise DataError("expected numbers in nested lists", loc) from None
+    if not np.isfinite(array).all():
+        bad = np.argwhere(~np.isfinite(array))[0].tolist()
+        raise DataError(f"NaN or infinite value at index {bad}; only finite numbers are allowed",
+                        loc)
+    if integer:
+        if not np.array_equal(array, np.round(array)):
+            raise DataError("expected integers (token ids or class labels)", loc)
+        return array.astype(np.int64)
+    return array.astype(np.float32)
+
+
+def _describe_bad_list(values: Any, numpy_message: str) -> str:
+    if "inhomogeneous" in numpy_message or "sequence" in numpy_message:
+        where = _first_ragged(values, ())
+        if where is not None:
+            path, lengths = where
+            return (f"ragged nested lists: the items at {list(path)} have lengths "
+                    f"{lengths}; every item must have the same shape")
+        return "ragged nested lists; every item must have the same shape"
+    return f"expected numbers in nested lists ({numpy_message})"
+
+
+def _first_ragged(values: Any, path: tuple[int, ...]) -> tuple[tuple[int, ...], list[int]] | None:
+    """The first level whose items differ in length, for an error a user can act on."""
+    if not isinstance(values, Sequence) or isinstance(values, str):
+        return None
+    lengths = [len(v) if isinstance(v, Sequence) and not isinstance(v, str) else -1 for v in values]
+    if len(set(lengths)) > 1:
+        return path, sorted(set(lengths))
+    for index, item in enumerate(values):
+        found = _first_ragged(item, (*path, index))
+        if found is not None:
+            return found
+    return None
+
+
+def check_inputs(x: np.ndarray, input_shape: Sequence[int], loc: Loc = ()) -> None:
+    """x must be [N, *input_shape]."""
+    if x.ndim == len(input_shape) and len(input_shape) >= 1 and list(x.shape) == list(input_shape):
+        raise DataError(f"inputs have shape {list(x.shape)}, one sample; wrap it in a list: "
+                        f"[N, *input_shape] = [N, {', '.join(map(str, input_shape))}]", loc)
+    if list(x.shape[1:]) != list(input_shape) or x.ndim < 1 or x.shape[0] == 0:
+        raise DataError(
+            f"inputs have shape {list(x.shape)} but the model takes "
+            f"[N, {', '.join(map(str, input_shape))}] (N samples of input_shape "
+            f"{list(input_shape)})", loc)

@@ -1,0 +1,105 @@
+"""The spec language: model, training and data, as pydantic models (unknown fields rejected).
+
+Parsing checks each field on its own; `dlmodels.validate` then checks that the parts fit
+together (shapes, loss vs outputs, labels vs data) before anything is built or queued.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from dlmodels.layers import AnyLayer, InitSpec
+from dlmodels.optimizers import OptimizerSpec, SchedulerSpec
+
+LossName = Literal["mse", "mae", "huber", "bce", "cross_entropy"]
+MetricName = Literal["mse", "mae", "r2", "accuracy", "precision", "recall", "f1"]
+
+HEIGHTS_LAYERS = [
+    {"type": "dense", "units": 64, "activation": "relu"},
+    {"type": "dense", "units": 64, "activation": "relu"},
+    {"type": "dense", "units": 1},
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(Strict):
+    input_shape: list[Annotated[int, Field(gt=0, le=1_000_000)]] = Field(
+        min_length=1, max_length=4, examples=[[1]],
+        description="One sample's shape, channels first: [features], [C, H, W], [T, F], or [T] "
+                    "token ids with input_dtype int.")
+    input_dtype: Literal["float", "int"] = Field(
+        "float", description="`int` for token ids fed to an `embedding` layer.")
+    init: InitSpec | None = Field(None, description="Initialisation for every layer.")
+    layers: list[AnyLayer] = Field(min_length=1, max_length=1000, examples=[HEIGHTS_LAYERS])
+
+
+class EarlyStopping(Strict):
+    monitor: str = Field("val_loss", examples=["val_loss"])
+    patience: int = Field(5, ge=0)
+    min_delta: float = Field(0.0, ge=0)
+    restore_best_weights: bool = False
+
+
+class TrainingSpec(Strict):
+    optimizer: OptimizerSpec = Field(examples=[{"type": "adam", "lr": 0.001}])
+    loss: LossName = Field(examples=["mse"])
+    metrics: list[MetricName] = Field(default_factory=list, examples=[["mae"]])
+    epochs: int = Field(10, ge=1, le=100_000, examples=[100])
+    batch_size: int = Field(32, ge=1, le=1_000_000, examples=[10])
+    shuffle: bool = True
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, examples=[0],
+                             description="Fixes init, shuffling and the validation split.")
+    validation_split: float = Field(0.0, ge=0, lt=1, examples=[0.2])
+    standardize: bool = Field(False, description="z-score inputs with the training set's "
+                              "mean and std, stored in the model so predict applies the same.")
+    early_stopping: EarlyStopping | None = None
+    lr_scheduler: SchedulerSpec | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _unique_metrics(self) -> TrainingSpec:
+        if len(set(self.metrics)) != len(self.metrics):
+            raise ValueError("metrics lists a name twice")
+        return self
+
+
+class InlineData(Strict):
+    x: list[Any] = Field(min_length=1, examples=[[[87], [81]]],
+                         description="Nested lists shaped [N, *input_shape].")
+    y: list[Any] = Field(min_length=1, examples=[[[187], [174]]])
+
+
+class BuiltinData(Strict):
+    name: str = Field(examples=["iris"])
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+def _builtin_shorthand(value: object) -> object:
+    """Accept `"builtin": "iris"` for `{"name": "iris"}`."""
+    return {"name": value} if isinstance(value, str) else value
+
+
+class DataSpec(Strict):
+    inline: InlineData | None = None
+    builtin: Annotated[BuiltinData | None, BeforeValidator(_builtin_shorthand)] = None
+    dataset_id: str | None = Field(None, max_length=64)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DataSpec:
+        given = [k for k in ("inline", "builtin", "dataset_id") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of inline, builtin, dataset_id (got {given or 'none'})")
+        return self
+
+
+class JobSpec(Strict):
+    name: str | None = Field(None, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\- ]*$",
+                             examples=["heights"])
+    model: ModelSpec
+    training: TrainingSpec
+    data: DataSpec

@@ -1,0 +1,227 @@
+"""`fit`: the training loop, Keras' `model.fit` for a SpecModel, reporting through callbacks.
+
+The loop is written for speed from the first line: tensors are built and moved to the device
+once, batches are taken by index (no DataLoader over in-memory tensors), and nothing syncs with
+the device inside an epoch: the loss and metrics accumulate as tensors and are read once per
+epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dlmodels.builder import SpecModel
+from dlmodels.callbacks import Callback, EarlyStopping, FitState
+from dlmodels.errors import TrainingDiverged
+from dlmodels.losses import LOSSES, decode_labels, target_labels
+from dlmodels.metrics import METRICS, Metric, create_metric
+from dlmodels.optimizers import PlateauLR, build_scheduler
+from dlmodels.spec import TrainingSpec
+from dlmodels.validate import validation_size
+
+
+@dataclass
+class History:
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    stopped_early: bool = False
+    best_epoch: int | None = None
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device cuda was asked for but this machine has no CUDA GPU")
+    return torch.device(device)
+
+
+def prepare_targets(y: np.ndarray, loss: str) -> torch.Tensor:
+    """y as the loss takes it: class ids (N,) int64, or float32 shaped (N, *outputs)."""
+    if LOSSES.get(loss).targets == "class_index":
+        return torch.as_tensor(y.reshape(len(y)), dtype=torch.int64)
+    y = y.astype(np.float32)
+    return torch.as_tensor(y.reshape(len(y), 1) if y.ndim == 1 else y)
+
+
+def split(n: int, fraction: float, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded shuffled split; unlike Keras' take-the-last-rows, it works on sorted data too."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = validation_size(n, fraction)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+class _Meters:
+    """The loss sum and the chosen metrics, accumulated on the device within one pass."""
+
+    def __init__(self, training: TrainingSpec, num_classes: int, device: torch.device) -> None:
+        self.loss_name = training.loss
+        self.metrics: dict[str, Metric] = {
+            name: create_metric(name, num_classes=num_classes, device=device)
+            for name in training.metrics}
+        self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        self.count = 0
+
+    def update(self, loss: torch.Tensor, outputs: torch.Tensor, target: torch.Tensor) -> None:
+        self.loss_sum += loss.detach() * len(target)
+        self.count += len(target)
+        labels = None
+        for name, metric in self.metrics.items():
+            if METRICS.get(name).kind == "regression":
+                metric.update(outputs.detach(), target)
+            else:
+                if labels is None:
+                    labels = (decode_labels(self.loss_name, outputs.detach()), target_labels(target))
+                metric.update(*labels)
+
+    def compute(self, prefix: str = "") -> dict[str, float]:
+        logs = {f"{prefix}loss": float(self.loss_sum.item() / max(self.count, 1))}
+        logs |= {f"{prefix}{name}": m.compute() for name, m in self.metrics.items()}
+        return logs
+
+
+def _num_classes(outputs: torch.Tensor) -> int:
+    """Classes the outputs can express: one unit is a binary decision, k units are k classes."""
+    return max(int(outputs.shape[-1]) if outputs.dim() > 1 else 1, 2)
+
+
+def fit(model: SpecModel, x: np.ndarray, y: np.ndarray, training: TrainingSpec, *,
+        callbacks: Sequence[Callback] = (), device: torch.device | None = None) -> History:
+    """Train `model` in place on (x, y) as `training` says; returns the per-epoch history.
+
+    Callbacks see every epoch's logs (loss, metrics, val_*) and may stop training by setting
+    `state.stop_training` (early stopping, cancellation) or raising.
+    """
+    device = device or resolve_device(training.device)
+    if training.seed is not None:
+        torch.manual_seed(training.seed)
+    train_idx, val_idx = split(len(x), training.validation_split, training.seed)
+    xs = torch.as_tensor(x)
+    ys = prepare_targets(y, training.loss)
+    if model.standardize:
+        _fit_standardization(model, xs[train_idx])
+    model.to(device)
+    # Moved once; every batch below is an index into these device tensors.
+    x_train, y_train = xs[train_idx].to(device), ys[train_idx].to(device)
+    x_val, y_val = xs[val_idx].to(device), ys[val_idx].to(device)
+
+    optimizer = training.optimizer.build(p for p in model.parameters() if p.requires_grad)
+    scheduler = build_scheduler(training.lr_scheduler, optimizer, training.epochs) \
+        if training.lr_scheduler else None
+    loss_fn = LOSSES.get(training.loss).make()
+    with torch.no_grad():
+        classes = _num_classes(model.logits(x_train[:1]))
+    generator = torch.Generator().manual_seed(training.seed if training.seed is not None
+                                              else int(torch.seed() % 2**63))
+    state = FitState(model=model, optimizer=optimizer, epochs=training.epochs)
+    callbacks = [*callbacks, *([EarlyStopping(training.early_stopping)]
+                               if training.early_stopping else [])]
+    for callback in callbacks:
+        callback.on_train_begin(state)
+    history = History()
+    for epoch in range(1, training.epochs + 1):
+        state.epoch = epoch
+        meters = _Meters(training, classes, device)
+        model.train()
+        order = torch.randperm(len(x_train), generator=generator).to(device) \
+            if training.shuffle else None
+        for batch, start in enumerate(range(0, len(x_train), training.batch_size)):
+            stop = start + training.batch_size
+            if order is None:
+                xb, yb = x_train[start:stop], y_train[start:stop]  # views, no copy
+            else:
+                idx = order[start:stop]
+                xb, yb = x_train[idx], y_train[idx]
+            outputs = model.logits(xb)
+            loss = loss_fn(outputs, yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            meters.update(loss, outputs, yb)
+            for callback in callbacks:
+                callback.on_batch_end(state, batch)
+            if state.stop_training:
+                break
+        logs = meters.compute()
+        _check_finite(logs["loss"], epoch)
+        if len(x_val):
+            logs |= evaluate(model, x_val, y_val, training, classes, prefix="val_")
+        logs["lr"] = optimizer.param_groups[0]["lr"]
+        _step_scheduler(scheduler, training, logs)
+        history.epochs.append({"epoch": epoch, **logs})
+        for callback in callbacks:
+            callback.on_epoch_end(state, epoch, logs)
+        if state.stop_training:
+            history.stopped_early = epoch < training.epochs
+            break
+    for callback in callbacks:
+        callback.on_train_end(state, history)
+    model.eval()
+    return history
+
+
+def evaluate(model: SpecModel, x: torch.Tensor, y: torch.Tensor, training: TrainingSpec,
+             classes: int, *, prefix: str = "", batch_size: int = 4096) -> dict[str, float]:
+    """Loss and metrics over (x, y) in eval mode (dropout off, batchnorm's running stats)."""
+    was_training = model.training
+    model.eval()
+    meters = _Meters(training, classes, x.device)
+    loss_fn = LOSSES.get(training.loss).make()
+    with torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            outputs = model.logits(xb)
+            meters.update(loss_fn(outputs, yb), outputs, yb)
+    model.train(was_training)
+    return meters.compute(prefix)
+
+
+def _fit_standardization(model: SpecModel, x: torch.Tensor) -> None:
+    """Learn the z-score from the training rows only (never the validation rows)."""
+    x = x.double()
+    mean, std = x.mean(dim=0), x.std(dim=0, unbiased=False)
+    # A constant feature would divide by zero; leave it unscaled instead.
+    std = torch.where(std > 1e-12, std, torch.ones_like(std))
+    model.input_mean.copy_(mean.float())
+    model.input_std.copy_(std.float())
+
+
+def _check_finite(loss: float, epoch: int) -> None:
+    if not math.isfinite(loss):
+        raise TrainingDiverged(
+            f"the training loss became {loss} at epoch {epoch}; the model diverged. Try a lower "
+            "learning rate, `standardize: true`, or a different initialisation")
+
+
+def _step_scheduler(scheduler: Any, training: TrainingSpec, logs: dict[str, float]) -> None:
+    if scheduler is None:
+        return
+    if isinstance(training.lr_scheduler, PlateauLR):
+        scheduler.step(logs[training.lr_scheduler.monitor])
+    else:
+        scheduler.step()
+
+
+def predict(model: SpecModel, x: torch.Tensor, loss: str | None = None,
+            batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Outputs (probabilities when the head was fused) and, for classification losses, labels."""
+    model.eval()
+    outs, logits_all = [], []
+    with torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            logits = model.logits(x[start:start + batch_size])
+            logits_all.append(logits)
+            outs.append(model.head(logits))
+    outputs, logits = torch.cat(outs), torch.cat(logits_all)
+    if loss is None or LOSSES.get(loss).fused_activation is None:
+        return outputs, None
+    return outputs, decode_labels(loss, logits)
+
+
