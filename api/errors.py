@@ -1,0 +1,134 @@
+"""One error model: a few exception classes, one JSON shape, handlers registered once.
+
+Every error answers `{"error": {"type", "message", "loc"?}}`; `loc` is the path into the
+request body. Bugs still surface as 500s (logged with their traceback), never disguised as a
+user's mistake.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from dlmodels.errors import SpecError
+
+log = logging.getLogger("taas.api")
+
+
+class ServiceError(Exception):
+    status_code = 400
+    type = "bad_request"
+
+    def __init__(self, message: str, loc: Sequence[str | int] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.loc = list(loc) if loc is not None else None
+        self.headers = headers
+
+
+class NotFound(ServiceError):
+    status_code, type = 404, "not_found"
+
+
+class Conflict(ServiceError):
+    status_code, type = 409, "conflict"
+
+
+class InvalidInput(ServiceError):
+    status_code, type = 422, "invalid_input"
+
+
+class Unauthorized(ServiceError):
+    status_code, type = 401, "unauthorized"
+
+
+class Unavailable(ServiceError):
+    status_code, type = 503, "unavailable"
+
+
+def error_body(type_: str, message: str, loc: Sequence[str | int] | None = None,
+               **extra: Any) -> dict[str, Any]:
+    error: dict[str, Any] = {"type": type_, "message": message}
+    if loc is not None:
+        error["loc"] = list(loc)
+    return {"error": error | extra}
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def clean_loc(loc: Sequence[str | int], body: Any) -> list[str | int]:
+    """Drop FastAPI's leading "body" and pydantic's union tags (e.g. the "dense" in
+    ["model", "layers", 0, "dense", "units"]), so loc is a real path into the request body."""
+    parts = list(loc[1:] if loc and loc[0] == "body" else loc)
+    path: list[str | int] = []
+    node = body
+    for part in parts:
+        if isinstance(node, dict) and part not in node and node.get("type") == part:
+            continue  # a discriminator tag, not a key
+        path.append(part)
+        node = _child(node, part)
+    return path
+
+
+def _child(node: Any, part: str | int) -> Any:
+    if isinstance(node, dict):
+        return node.get(part)
+    if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        return node[part]
+    return None
+
+
+def _validation_message(error: dict[str, Any], loc: list[str | int]) -> str:
+    where = ".".join(str(p) for p in loc) or "body"
+    return f"{where}: {error['msg']}"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        return _json(exc.status_code, error_body(exc.type, exc.message, exc.loc), exc.headers)
+
+    @app.exception_handler(SpecError)
+    async def spec_error(_: Request, exc: SpecError) -> JSONResponse:
+        return _json(422, error_body("invalid_spec", exc.message, exc.loc))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for error in exc.errors():
+            loc = clean_loc(error["loc"], exc.body)
+            errors.append({"loc": loc, "message": _validation_message(error, loc),
+                           "type": error["type"]})
+        first = errors[0]
+        return _json(422, error_body("validation_error", first["message"], first["loc"],
+                                     errors=errors))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kinds = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+                 415: "unsupported_media_type"}
+        return _json(exc.status_code, error_body(kinds.get(exc.status_code, "http_error"),
+                                                 str(exc.detail)), getattr(exc, "headers", None))
+
+    @app.exception_handler(OperationalError)
+    async def database_down(_: Request, exc: OperationalError) -> JSONResponse:
+        log.warning("database unavailable: %s", exc.orig)
+        return _json(503, error_body("database_unavailable",
+                                     "the database is unreachable; retry shortly"),
+                     {"Retry-After": "2"})
+
+    @app.exception_handler(Exception)
+    async def bug(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return _json(500, error_body("internal_error",
+                                     f"internal error ({type(exc).__name__}); see the API log"))

@@ -1,0 +1,34 @@
+"""The FastAPI app: `uvicorn api.main:app`."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.routes import health, jobs, specs
+from api.services.predict import ModelCache
+from api.settings import get_settings
+
+DESCRIPTION = """Send a neural-network spec and a training spec; the service trains the PyTorch
+model on a worker, tracks it in MLflow and serves predictions. Errors always look like
+`{"error": {"type", "message", "loc"?}}`."""
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    # Each request's forward pass is small; one thread per request avoids oversubscribing
+    # the cores when several requests run at once.
+    torch.set_num_threads(1)
+    app = FastAPI(title="taas", version="1.0", description=DESCRIPTION)
+    app.state.model_cache = ModelCache(settings.predict_cache_size)
+    install_error_handlers(app)
+    for router in (jobs.router, specs.router, health.router):
+        app.include_router(router)
+    logging.getLogger("taas").setLevel(logging.INFO)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,60 @@
+"""/v1/jobs: thin routes; the work is in api.services."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query
+
+from api.deps import CacheDep, SessionDep, SettingsDep, TenantDep
+from api.schemas import (
+    EpochMetrics,
+    JobCreate,
+    JobOut,
+    JobPage,
+    JobStatusName,
+    PredictRequest,
+    PredictResponse,
+)
+from api.services import jobs, predict
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@router.post("", status_code=202, response_model=JobOut,
+             summary="Submit a training job (queued; 422 for a spec that cannot run)")
+def submit_job(body: JobCreate, session: SessionDep, tenant: TenantDep, settings: SettingsDep,
+               idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobOut:
+    job = jobs.create_job(session, spec=body, tenant=tenant, idempotency_key=idempotency_key)
+    return jobs.job_out(job, settings)
+
+
+@router.get("", response_model=JobPage, summary="List jobs, newest first")
+def list_jobs(session: SessionDep, tenant: TenantDep, settings: SettingsDep,
+              status: JobStatusName | None = None,
+              limit: Annotated[int, Query(ge=1, le=500)] = 50,
+              cursor: Annotated[str | None, Query(max_length=200)] = None) -> JobPage:
+    found, next_cursor = jobs.list_jobs(session, tenant=tenant, status=status, limit=limit,
+                                        cursor=cursor)
+    return JobPage(jobs=[jobs.job_out(job, settings) for job in found], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobOut, summary="A job: status, progress, metrics")
+def get_job(job_id: str, session: SessionDep, tenant: TenantDep, settings: SettingsDep) -> JobOut:
+    return jobs.job_out(jobs.get_job(session, job_id=job_id, tenant=tenant), settings)
+
+
+@router.get("/{job_id}/metrics", response_model=list[EpochMetrics],
+            summary="Per-epoch history: loss, val_loss and the chosen metrics")
+def get_metrics(job_id: str, session: SessionDep, tenant: TenantDep) -> list[dict[str, Any]]:
+    job = jobs.get_job(session, job_id=job_id, tenant=tenant)
+    return jobs.job_history(session, job=job)
+
+
+@router.post("/{job_id}/predict", response_model=PredictResponse,
+             response_model_exclude_none=True,
+             summary="Predictions of the trained model for inputs shaped [N, *input_shape]")
+def predict_job(job_id: str, body: PredictRequest, session: SessionDep, tenant: TenantDep,
+                cache: CacheDep) -> dict[str, Any]:
+    job = jobs.get_job(session, job_id=job_id, tenant=tenant)
+    return predict.predict(session, job=job, inputs=body.inputs, cache=cache)

@@ -1,0 +1,131 @@
+"""Jobs: create (check, store, queue), read, list, history."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from api.errors import Conflict, NotFound, Unavailable
+from api.models import Job, JobEpoch, JobStatus, new_id
+from api.queue import dispatch
+from api.schemas import JobError, JobOut, Progress
+from api.services.data import check_job
+from api.settings import Settings
+from dlmodels.builder import Summary
+from dlmodels.spec import JobSpec
+
+log = logging.getLogger("taas.jobs")
+
+
+def create_job(session: Session, *, spec: JobSpec, tenant: str,
+               idempotency_key: str | None) -> Job:
+    """Check the spec, store the job as queued, then send its id to the queue.
+
+    If the broker cannot take the message the row is removed again and the caller gets 503:
+    a job is either stored and queued, or not there at all.
+    """
+    if idempotency_key is not None:
+        existing = _by_idempotency_key(session, tenant, idempotency_key)
+        if existing is not None:
+            return _same_spec_or_conflict(existing, spec)
+    summary, _ = check_job(spec)
+    job_id = new_id()
+    job = Job(id=job_id, tenant=tenant, name=spec.name or f"job-{job_id[:8]}",
+              status=JobStatus.queued, queue="gpu" if spec.training.device == "cuda" else "cpu",
+              spec=spec.model_dump(mode="json", exclude_none=True), summary=summary.model_dump(),
+              epochs=spec.training.epochs, idempotency_key=idempotency_key)
+    session.add(job)
+    try:
+        session.commit()
+    except IntegrityError:
+        # Another request with the same idempotency key won the race.
+        session.rollback()
+        existing = _by_idempotency_key(session, tenant, idempotency_key or "")
+        if existing is None:
+            raise
+        return _same_spec_or_conflict(existing, spec)
+    try:
+        dispatch(job.id, job.queue)
+    except Exception as error:  # kombu raises many types for "broker unreachable"
+        log.warning("broker unavailable, job %s not queued: %s", job.id, error)
+        session.delete(job)
+        session.commit()
+        raise Unavailable("the job queue (broker) is unreachable; nothing was stored, retry "
+                          "shortly", headers={"Retry-After": "5"}) from error
+    return job
+
+
+def _by_idempotency_key(session: Session, tenant: str, key: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.tenant == tenant, Job.idempotency_key == key))
+
+
+def _same_spec_or_conflict(job: Job, spec: JobSpec) -> Job:
+    if job.spec != spec.model_dump(mode="json", exclude_none=True):
+        raise Conflict("this Idempotency-Key was already used with a different job spec")
+    return job
+
+
+def get_job(session: Session, *, job_id: str, tenant: str) -> Job:
+    job = session.get(Job, job_id)
+    # Another tenant's job answers exactly like a missing one.
+    if job is None or job.tenant != tenant:
+        raise NotFound(f"no job {job_id!r}")
+    return job
+
+
+def list_jobs(session: Session, *, tenant: str, status: str | None, limit: int,
+              cursor: str | None) -> tuple[list[Job], str | None]:
+    """Newest first; the cursor is the (created_at, id) of the last job of the previous page."""
+    query = select(Job).where(Job.tenant == tenant)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if cursor is not None:
+        created, last_id = _decode_cursor(cursor)
+        query = query.where(or_(Job.created_at < created,
+                                and_(Job.created_at == created, Job.id < last_id)))
+    jobs = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc())
+                                .limit(limit + 1)))
+    more = len(jobs) > limit
+    jobs = jobs[:limit]
+    return jobs, _encode_cursor(jobs[-1]) if more else None
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    from api.errors import InvalidInput
+
+    try:
+        created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(created), job_id
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("malformed cursor", ["cursor"]) from None
+
+
+def job_history(session: Session, *, job: Job) -> list[dict[str, Any]]:
+    rows = session.scalars(select(JobEpoch).where(JobEpoch.job_id == job.id)
+                           .order_by(JobEpoch.epoch))
+    return [{"epoch": row.epoch, **row.values} for row in rows]
+
+
+def job_out(job: Job, settings: Settings) -> JobOut:
+    url = None
+    if job.mlflow_run_id and job.mlflow_experiment_id:
+        url = (f"{settings.mlflow_public_url}/#/experiments/{job.mlflow_experiment_id}"
+               f"/runs/{job.mlflow_run_id}")
+    error = JobError(type=job.error_type, message=job.error_message or "") \
+        if job.error_type else None
+    return JobOut(id=job.id, name=job.name, status=JobStatus(job.status),
+                  progress=Progress(epoch=job.progress_epoch, epochs=job.epochs),
+                  metrics=job.metrics or {}, error=error, mlflow_run_id=job.mlflow_run_id,
+                  mlflow_url=url, created_at=job.created_at, started_at=job.started_at,
+                  finished_at=job.finished_at, summary=Summary.model_validate(job.summary))

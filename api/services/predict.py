@@ -1,0 +1,84 @@
+"""Predictions from a trained job: the model rebuilt from its spec, weights loaded as data.
+
+Models are cached by job id in a bounded LRU, so a model is built once per API process and the
+request path is: parse inputs -> tensor -> forward -> list.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from sqlalchemy.orm import Session
+
+from api.errors import Conflict, ServiceError
+from api.models import Job, JobStatus, JobWeights
+from dlmodels.builder import SpecModel, build_model
+from dlmodels.data import check_inputs, to_array
+from dlmodels.serialize import load_weights, sha256
+from dlmodels.spec import JobSpec
+from dlmodels.training import predict as forward
+
+
+class TamperedArtifact(ServiceError):
+    status_code, type = 500, "artifact_integrity"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: SpecModel
+    spec: JobSpec
+
+
+class ModelCache:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> LoadedModel | None:
+        with self._lock:
+            found = self._models.get(key)
+            if found is not None:
+                self._models.move_to_end(key)
+            return found
+
+    def put(self, key: str, value: LoadedModel) -> None:
+        with self._lock:
+            self._models[key] = value
+            self._models.move_to_end(key)
+            while len(self._models) > self.capacity:
+                self._models.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+
+def load_model(session: Session, job: Job) -> LoadedModel:
+    weights = session.get(JobWeights, job.id)
+    if weights is None or job.weights_sha256 is None:
+        raise Conflict(f"job {job.id} has no stored weights")
+    if sha256(weights.data) != job.weights_sha256:
+        raise TamperedArtifact(f"the weights of job {job.id} do not match the sha256 recorded "
+                               "at training time; refusing to load them")
+    spec = JobSpec.model_validate(job.spec)
+    model = build_model(spec.model, loss=spec.training.loss, standardize=spec.training.standardize)
+    return LoadedModel(load_weights(model, weights.data), spec)
+
+
+def predict(session: Session, *, job: Job, inputs: list[Any], cache: ModelCache) -> dict[str, Any]:
+    if job.status != JobStatus.succeeded:
+        raise Conflict(f"job {job.id} is {job.status}; predictions need a succeeded job")
+    loaded = cache.get(job.id)
+    if loaded is None:
+        loaded = load_model(session, job)
+        cache.put(job.id, loaded)
+    model_spec = loaded.spec.model
+    x = to_array(inputs, integer=model_spec.input_dtype == "int", loc=("inputs",))
+    check_inputs(x, model_spec.input_shape, loc=("inputs",))
+    outputs, labels = forward(loaded.model, torch.from_numpy(x), loaded.spec.training.loss)
+    return {"predictions": outputs.tolist(),
+            "labels": labels.tolist() if labels is not None else None}

@@ -1,0 +1,1 @@
+"""The Celery worker: adapts dlmodels training to the database and MLflow."""

@@ -1,0 +1,38 @@
+"""The Celery app: `celery -A worker.celery_app worker`.
+
+The worker consumes `cpu`, and `gpu` too when this host has CUDA. Each worker process sets
+torch's threads to its share of the cores, so N processes on N cores never run N x N threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import torch
+from celery.signals import worker_init, worker_process_init
+from kombu import Queue
+
+from api.queue import make_celery
+from api.settings import get_settings
+
+app = make_celery(get_settings())
+app.conf.task_queues = [Queue("cpu"), *([Queue("gpu")] if torch.cuda.is_available() else [])]
+app.conf.include = ["worker.tasks"]
+
+_processes = 1
+
+
+@worker_init.connect
+def _remember_concurrency(sender: Any = None, **_: Any) -> None:
+    global _processes
+    _processes = max(1, int(getattr(sender, "concurrency", 1) or 1))
+    _set_threads()  # a solo pool trains in this process; prefork children set theirs below
+
+
+@worker_process_init.connect
+def _set_threads(**_: Any) -> None:
+    threads = get_settings().worker_threads or max(1, (os.cpu_count() or 1) // _processes)
+    torch.set_num_threads(threads)
+    logging.getLogger("taas").setLevel(logging.INFO)

@@ -1,0 +1,80 @@
+"""The job's state machine in the database: conditional updates, so a stale worker or a
+duplicate delivery can change nothing.
+
+queued -> running (claim, attempt + 1) -> succeeded | failed | cancelled. Every write after the
+claim names the attempt it belongs to and only applies while the job is still running it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import insert, update
+
+from api.db import session_scope
+from api.models import Job, JobEpoch, JobStatus, JobWeights, utcnow
+
+
+def claim(job_id: str) -> int | None:
+    """queued -> running; returns the new attempt number, or None if the job is not queued."""
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status != JobStatus.queued:
+            return None
+        attempt = job.attempt + 1
+        result = session.execute(
+            update(Job).where(Job.id == job_id, Job.status == JobStatus.queued,
+                              Job.attempt == job.attempt)
+            .values(status=JobStatus.running, attempt=attempt, started_at=utcnow(),
+                    heartbeat_at=utcnow(), error_type=None, error_message=None))
+        return attempt if result.rowcount == 1 else None  # type: ignore[attr-defined]
+
+
+def _running(job_id: str, attempt: int) -> Any:
+    return update(Job).where(Job.id == job_id, Job.attempt == attempt,
+                             Job.status == JobStatus.running)
+
+
+def set_run(job_id: str, attempt: int, *, experiment_id: str, run_id: str) -> bool:
+    with session_scope() as session:
+        result = session.execute(_running(job_id, attempt).values(
+            mlflow_experiment_id=experiment_id, mlflow_run_id=run_id))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def record_epochs(job_id: str, attempt: int, rows: list[dict[str, Any]]) -> bool:
+    """Append epoch rows and move progress; False if this attempt no longer owns the job."""
+    if not rows:
+        return True
+    last = rows[-1]
+    with session_scope() as session:
+        result = session.execute(_running(job_id, attempt).values(
+            progress_epoch=last["epoch"], heartbeat_at=utcnow(),
+            metrics={k: v for k, v in last.items() if k != "epoch"}))
+        if not result.rowcount:  # type: ignore[attr-defined]
+            return False
+        # A retried attempt may re-run epochs an earlier attempt recorded; the newest wins.
+        session.query(JobEpoch).filter(JobEpoch.job_id == job_id,
+                                       JobEpoch.epoch >= rows[0]["epoch"]).delete()
+        session.execute(insert(JobEpoch), [
+            {"job_id": job_id, "epoch": row["epoch"],
+             "values": {k: v for k, v in row.items() if k != "epoch"}} for row in rows])
+        return True
+
+
+def succeed(job_id: str, attempt: int, *, weights: bytes, sha256: str) -> bool:
+    with session_scope() as session:
+        result = session.execute(_running(job_id, attempt).values(
+            status=JobStatus.succeeded, finished_at=utcnow(), weights_sha256=sha256))
+        if not result.rowcount:  # type: ignore[attr-defined]
+            return False
+        session.merge(JobWeights(job_id=job_id, data=weights, sha256=sha256))
+        return True
+
+
+def fail(job_id: str, attempt: int, *, error_type: str, message: str) -> bool:
+    with session_scope() as session:
+        result = session.execute(_running(job_id, attempt).values(
+            status=JobStatus.failed, finished_at=utcnow(), error_type=error_type,
+            error_message=message[:4000]))
+        return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,13 @@
+"""The Celery task: takes a job id, nothing else; the real work is in worker.runner."""
+
+from __future__ import annotations
+
+from api.queue import TRAIN_TASK
+from api.settings import get_settings
+from worker.celery_app import app
+from worker.runner import run_job
+
+
+@app.task(name=TRAIN_TASK)
+def train_job(job_id: str) -> None:
+    run_job(job_id, get_settings())
