@@ -62,7 +62,7 @@ class EarlyStopping(Callback):
                 self.best_state = copy.deepcopy(state.model.state_dict())
             return
         self.wait += 1
-        if self.wait > self.spec.patience:
+        if self.wait >= self.spec.patience:  # as Keras: patience epochs without improvement
             state.stop_training = True
 
     def on_train_end(self, state: FitState, history: History) -> None:

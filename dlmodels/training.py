@@ -51,10 +51,24 @@ def prepare_targets(y: np.ndarray, loss: str) -> torch.Tensor:
     return torch.as_tensor(y.reshape(len(y), 1) if y.ndim == 1 else y)
 
 
-def split(n: int, fraction: float, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded shuffled split; unlike Keras' take-the-last-rows, it works on sorted data too."""
-    order = np.random.default_rng(seed).permutation(n)
+def split(n: int, fraction: float, seed: int | None,
+          labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded shuffled split (unlike Keras' take-the-last-rows, it works on sorted data).
+
+    With class labels it is stratified: each class gives the same share to validation, so a
+    small validation set still sees every class in proportion.
+    """
+    rng = np.random.default_rng(seed)
     n_val = validation_size(n, fraction)
+    if labels is None or n_val == 0:
+        order = rng.permutation(n)
+    else:
+        # Round-robin over classes, each shuffled: the first n_val rows hold every class in
+        # proportion to its size.
+        groups = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+        rank = np.concatenate([np.arange(len(g)) / len(g) for g in groups])
+        rows = np.concatenate(groups)
+        order = rows[np.lexsort((rng.random(len(rows)), rank))]
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
@@ -87,6 +101,14 @@ class _Meters:
         return logs
 
 
+def _class_labels(ys: torch.Tensor, loss: str) -> np.ndarray | None:
+    if LOSSES.get(loss).targets == "class_index":
+        return ys.numpy()
+    if loss == "bce" and ys.shape[-1] == 1:
+        return (ys[:, 0] > 0.5).numpy()
+    return None
+
+
 def _num_classes(outputs: torch.Tensor) -> int:
     """Classes the outputs can express: one unit is a binary decision, k units are k classes."""
     return max(int(outputs.shape[-1]) if outputs.dim() > 1 else 1, 2)
@@ -102,9 +124,10 @@ def fit(model: SpecModel, x: np.ndarray, y: np.ndarray, training: TrainingSpec, 
     device = device or resolve_device(training.device)
     if training.seed is not None:
         torch.manual_seed(training.seed)
-    train_idx, val_idx = split(len(x), training.validation_split, training.seed)
-    xs = torch.as_tensor(x)
     ys = prepare_targets(y, training.loss)
+    train_idx, val_idx = split(len(x), training.validation_split, training.seed,
+                               labels=_class_labels(ys, training.loss))
+    xs = torch.as_tensor(x)
     if model.standardize:
         _fit_standardization(model, xs[train_idx])
     model.to(device)
@@ -116,6 +139,8 @@ def fit(model: SpecModel, x: np.ndarray, y: np.ndarray, training: TrainingSpec, 
     scheduler = build_scheduler(training.lr_scheduler, optimizer, training.epochs) \
         if training.lr_scheduler else None
     loss_fn = LOSSES.get(training.loss).make()
+    # Eval mode: batchnorm cannot take batch statistics of one sample (and must not learn them).
+    model.eval()
     with torch.no_grad():
         classes = _num_classes(model.logits(x_train[:1]))
     generator = torch.Generator().manual_seed(training.seed if training.seed is not None
@@ -126,14 +151,16 @@ def fit(model: SpecModel, x: np.ndarray, y: np.ndarray, training: TrainingSpec, 
     for callback in callbacks:
         callback.on_train_begin(state)
     history = History()
+    batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     for epoch in range(1, training.epochs + 1):
         state.epoch = epoch
         meters = _Meters(training, classes, device)
         model.train()
         order = torch.randperm(len(x_train), generator=generator).to(device) \
             if training.shuffle else None
-        for batch, start in enumerate(range(0, len(x_train), training.batch_size)):
-            stop = start + training.batch_size
+        starts = _batch_starts(len(x_train), training.batch_size, batchnorm)
+        for batch, start in enumerate(starts):
+            stop = starts[batch + 1] if batch + 1 < len(starts) else len(x_train)
             if order is None:
                 xb, yb = x_train[start:stop], y_train[start:stop]  # views, no copy
             else:
@@ -165,6 +192,15 @@ def fit(model: SpecModel, x: np.ndarray, y: np.ndarray, training: TrainingSpec, 
         callback.on_train_end(state, history)
     model.eval()
     return history
+
+
+def _batch_starts(n: int, batch_size: int, batchnorm: bool) -> list[int]:
+    """Where each batch starts; with batchnorm a last batch of one sample joins the one before,
+    since batchnorm cannot normalise a batch of one."""
+    starts = list(range(0, n, batch_size))
+    if batchnorm and len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return starts
 
 
 def evaluate(model: SpecModel, x: torch.Tensor, y: torch.Tensor, training: TrainingSpec,

@@ -21,6 +21,10 @@ def _per_axis(value: Size, dims: int, field: str) -> tuple[int, ...]:
     return tuple(values)
 
 
+def _values(value: Size) -> list[int]:
+    return [value] if isinstance(value, int) else list(value)
+
+
 def _spatial_out(
     layer: str, in_shape: Shape, kernel: tuple[int, ...], stride: tuple[int, ...],
     padding: tuple[int, ...],
@@ -52,6 +56,8 @@ class _Conv(LayerSpec):
             value = getattr(self, name)
             if any(v <= 0 for v in ([value] if isinstance(value, int) else value)):
                 raise ValueError(f"{name} must be positive")
+        if self.padding != "same" and any(p < 0 for p in _values(self.padding)):
+            raise ValueError("padding must be 0 or more")
         if self.padding == "same" and any(s != 1 for s in _per_axis(self.stride, self.rank, "")):
             raise ValueError("padding 'same' needs stride 1 (as in PyTorch)")
         return self
@@ -108,6 +114,16 @@ class _Pool(LayerSpec):
     padding: Size = 0
     rank: ClassVar[int]
     mode: ClassVar[str]
+
+    @model_validator(mode="after")
+    def _positive(self) -> _Pool:
+        for name in ("pool_size", "stride"):
+            value = getattr(self, name)
+            if value is not None and any(v <= 0 for v in _values(value)):
+                raise ValueError(f"{name} must be positive")
+        if any(p < 0 for p in _values(self.padding)):
+            raise ValueError("padding must be 0 or more")
+        return self
 
     def _geometry(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         kernel = _per_axis(self.pool_size, self.rank, "pool_size")

@@ -1,0 +1,401 @@
+"""`taas`: the command line.
+
+`taas up` runs the embedded default (migrations, MLflow, a Celery worker, the API) as child
+processes and stops them on Ctrl-C; `taas validate` dry-runs a spec in-process. Heavy imports
+(torch, mlflow, celery, fastapi) happen only inside the commands that need them, so
+`taas --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+ROOT = Path(__file__).resolve().parent.parent  # the source tree: alembic.ini, migrations/, worker/
+START_TIMEOUT = 90.0
+STOP_GRACE = 15.0
+STOP_LAST = ("mlflow",)  # the API and the worker log to MLflow until they are gone
+_print_lock = threading.Lock()
+# Local services only: an http_proxy in the environment must not capture the health probes.
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class Failure(Exception):
+    """`taas up` cannot go on; the message says why."""
+
+
+class Interrupted(Exception):
+    """The user asked to stop (Ctrl-C, SIGTERM, SIGHUP)."""
+
+
+def _say(message: str, stream: IO[str] | None = None) -> None:
+    """One whole line, even among the children's lines written by the reader threads."""
+    with _print_lock:
+        print(message, file=stream or sys.stdout, flush=True)
+
+
+def _get(url: str) -> tuple[int | None, str]:
+    try:
+        with _opener.open(url, timeout=3) as response:
+            return response.status, response.read(4000).decode(errors="replace")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read(4000).decode(errors="replace")
+    except (OSError, ValueError) as error:
+        return None, str(error)
+
+
+class StopSignals:
+    """SIGINT/SIGTERM/SIGHUP set a flag the main thread polls, instead of raising wherever it is
+    (a KeyboardInterrupt inside Popen could leak a child). Children run in their own sessions,
+    so a terminal's Ctrl-C or hang-up reaches only taas, which then stops them in order."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.event = threading.Event()
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        self.event.set()
+
+    def __enter__(self) -> StopSignals:
+        self._old = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def check(self) -> None:
+        if self.event.is_set():
+            raise Interrupted
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    reader: threading.Thread
+    log_path: Path
+
+    def group_alive(self) -> bool:
+        """Whether anything in the child's process group runs (the leader is reaped first, as
+        a zombie would count)."""
+        self.proc.poll()
+        try:
+            os.killpg(self.proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def signal_group(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+
+def _pump(name: str, stream: IO[bytes], log: IO[bytes], echo: bool) -> None:
+    prefix = f"[{name}]".ljust(9)
+    with log:
+        for raw in iter(stream.readline, b""):
+            log.write(raw)
+            log.flush()
+            if echo:
+                try:
+                    _say(prefix + raw.decode(errors="replace").rstrip())
+                except (OSError, ValueError):  # our stdout went away; keep draining the pipe
+                    echo = False
+
+
+class Supervisor:
+    """Starts `python -m ...` children, each in its own process group, and stops them."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, quiet: bool,
+                 stop: StopSignals) -> None:
+        self.env, self.log_dir, self.quiet, self.stop = env, log_dir, quiet, stop
+        self.children: list[Child] = []
+
+    def start(self, name: str, args: list[str]) -> Child:
+        log_path = self.log_dir / f"{name}.log"
+        log = log_path.open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *args], cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        assert proc.stdout is not None
+        reader = threading.Thread(target=_pump, args=(name, proc.stdout, log, not self.quiet),
+                                  name=f"taas-{name}-output", daemon=True)
+        reader.start()
+        child = Child(name, proc, reader, log_path)
+        self.children.append(child)
+        return child
+
+    def run(self, name: str, args: list[str]) -> None:
+        """A one-shot child (migrations), waited for while Ctrl-C stays possible."""
+        child = self.start(name, args)
+        while child.proc.poll() is None:
+            self.stop.check()
+            self.stop.event.wait(0.2)
+        child.reader.join(timeout=5)
+        self.children.remove(child)
+        if child.proc.returncode != 0:
+            raise Failure(f"{name} failed with exit code {child.proc.returncode}; "
+                          f"its output is in {child.log_path}")
+
+    def check_alive(self) -> None:
+        for child in self.children:
+            code = child.proc.poll()
+            if code is not None:
+                raise Failure(f"{child.name} exited on its own with exit code {code}; "
+                              f"its output is in {child.log_path}")
+
+    def wait_http(self, what: str, url: str) -> None:
+        """Until `url` answers 200, a child dies, the user stops, or START_TIMEOUT passes."""
+        _say(f"taas: waiting for {what} at {url} ...")
+        deadline, last = time.monotonic() + START_TIMEOUT, "no answer"
+        while time.monotonic() < deadline:
+            self.stop.check()
+            self.check_alive()
+            status, body = _get(url)
+            if status == 200:
+                return
+            last = f"{status} {body}" if status is not None else body
+            self.stop.event.wait(0.5)
+        raise Failure(f"{what} did not answer {url} within {START_TIMEOUT:.0f} s "
+                      f"(last: {last.strip()}); logs are in {self.log_dir}")
+
+    def watch(self) -> None:
+        while not self.stop.event.wait(0.5):
+            self.check_alive()
+
+    def stop_all(self) -> None:
+        first = [c for c in self.children if c.name not in STOP_LAST]
+        last = [c for c in self.children if c.name in STOP_LAST]
+        for group in (first, last):
+            if group:
+                self._terminate(group)
+        self.children.clear()
+
+    def _terminate(self, group: list[Child]) -> None:
+        hurry_at = self.stop.count + 1  # one more Ctrl-C skips the grace period
+        for child in group:
+            child.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        while time.monotonic() < deadline and self.stop.count < hurry_at:
+            if not any(child.group_alive() for child in group):
+                break
+            time.sleep(0.1)
+        for child in group:
+            if child.group_alive():  # also grandchildren the leader left behind
+                _say(f"taas: {child.name} did not stop in time; killing it", sys.stderr)
+                child.signal_group(signal.SIGKILL)
+            child.proc.wait()
+            child.reader.join(timeout=2)
+
+
+@dataclass
+class Plan:
+    host: str
+    port: int
+    mlflow_port: int
+    workers: int
+    data_dir: Path
+    api_url: str
+    mlflow_url: str
+    start_mlflow: bool
+    env: dict[str, str]
+
+
+def _url(host: str, port: int) -> str:
+    if host in ("0.0.0.0", "::", ""):  # a wildcard listens everywhere; clients use loopback
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _check_port(host: str, port: int, what: str) -> None:
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port,
+                                                             type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as error:
+        raise Failure(f"cannot use --host {host}: {error}") from None
+    with socket.socket(family, kind, proto) as sock:
+        # As uvicorn and mlflow do, so a port whose old connections linger in TIME_WAIT is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as error:
+            raise Failure(f"{what} port {port} on {host} is not available ({error.strerror}); "
+                          f"stop whatever uses it or pick another port") from None
+
+
+def _plan(args: argparse.Namespace) -> Plan:
+    if not (ROOT / "alembic.ini").is_file():
+        raise Failure(f"alembic.ini not found in {ROOT}: `taas up` runs from a source checkout")
+    external = os.environ.get("TAAS_MLFLOW_TRACKING_URI")
+    if not external and args.port == args.mlflow_port:
+        raise Failure("--port and --mlflow-port must differ")
+    _check_port(args.host, args.port, "API")
+    if not external:
+        _check_port(args.host, args.mlflow_port, "MLflow")
+    data_dir = Path(args.data_dir).expanduser().resolve()
+    (data_dir / "logs").mkdir(parents=True, exist_ok=True)
+    mlflow_url = external or _url(args.host, args.mlflow_port)
+    # TAAS_DATABASE_URL / TAAS_BROKER_URL pass through; unset, settings default to SQLite.
+    env = os.environ | {"TAAS_DATA_DIR": str(data_dir), "TAAS_MLFLOW_TRACKING_URI": mlflow_url,
+                        "PYTHONUNBUFFERED": "1"}
+    return Plan(args.host, args.port, args.mlflow_port, args.workers, data_dir,
+                _url(args.host, args.port), mlflow_url, not external, env)
+
+
+def _start_stack(sup: Supervisor, plan: Plan) -> None:
+    sup.run("alembic", ["alembic", "upgrade", "head"])
+    if plan.start_mlflow:
+        sup.start("mlflow", [
+            "mlflow", "server", "--backend-store-uri", f"sqlite:///{plan.data_dir / 'mlflow.db'}",
+            "--artifacts-destination", str(plan.data_dir / "mlartifacts"),
+            "--host", plan.host, "--port", str(plan.mlflow_port),
+            "--workers", "1"])  # its default 4 triple the start-up time; one serves one user
+        sup.wait_http("MLflow", f"{plan.mlflow_url}/health")
+    sup.start("worker", ["celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
+                         "--concurrency", str(plan.workers)])
+    sup.start("api", ["uvicorn", "api.main:app", "--host", plan.host, "--port", str(plan.port)])
+    sup.wait_http("the API", f"{plan.api_url}/readyz")
+
+
+def _announce(plan: Plan) -> None:
+    ui = os.environ.get("TAAS_MLFLOW_UI_URL") or plan.mlflow_url
+    _say("\n".join([
+        "taas is up:", f"  API:       {plan.api_url}", f"  API docs:  {plan.api_url}/docs",
+        f"  MLflow UI: {ui.rstrip('/')}", f"  data:      {plan.data_dir} (logs in logs/)",
+        f"Stop with Ctrl-C (or: kill {os.getpid()})."]))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    try:
+        plan = _plan(args)
+    except Failure as error:
+        _say(f"taas: {error}", sys.stderr)
+        return 1
+    with StopSignals() as stop:
+        sup = Supervisor(plan.env, plan.data_dir / "logs", args.quiet, stop)
+        try:
+            _start_stack(sup, plan)
+            _announce(plan)
+            sup.watch()
+            return 0
+        except Interrupted:
+            return 0
+        except Failure as error:
+            _say(f"taas: {error}", sys.stderr)
+            return 1
+        finally:
+            _say("taas: stopping ...")
+            sup.stop_all()
+            _say("taas: stopped")
+
+
+def _read_spec(source: str) -> Any:
+    text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    return json.loads(text)
+
+
+def _check(raw: Any) -> Any:
+    from api.schemas import SpecCheck
+    from api.services.specs import check_spec
+    from dlmodels.spec import JobSpec
+
+    # A "name" means a whole job (POST /v1/jobs); otherwise the dry run's {model, training?, data?}.
+    spec = (JobSpec if isinstance(raw, dict) and "name" in raw else SpecCheck).model_validate(raw)
+    return check_spec(model=spec.model, training=spec.training, data=spec.data)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        raw = _read_spec(args.spec)
+    except (OSError, ValueError) as error:
+        _say(f"error: cannot read {args.spec}: {error}", sys.stderr)
+        return 2
+    from pydantic import ValidationError
+
+    from api.errors import clean_loc
+    from dlmodels.errors import SpecError
+
+    try:
+        summary = _check(raw)
+    except ValidationError as error:
+        for item in error.errors():
+            where = ".".join(str(part) for part in clean_loc(item["loc"], raw)) or "spec"
+            _say(f"error at {where}: {item['msg']}", sys.stderr)
+        return 2
+    except SpecError as error:
+        where = ".".join(str(part) for part in error.loc) or "spec"
+        _say(f"error at {where}: {error.message}", sys.stderr)
+        return 2
+    _say(summary.model_dump_json(indent=2) if args.json else summary.to_text())
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="taas", description="Training as a service.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up = sub.add_parser("up", help="run everything locally (the embedded default)",
+                        description="Migrate the database, then run MLflow, a worker and the API "
+                        "until Ctrl-C.")
+    up.add_argument("--host", default="127.0.0.1", help="interface for the API and MLflow")
+    up.add_argument("--port", type=_port, default=8000, help="API port (default 8000)")
+    up.add_argument("--mlflow-port", type=_port, default=5000, help="MLflow port (default 5000)")
+    up.add_argument("--workers", type=_positive, default=1, metavar="N",
+                    help="training processes of the worker (default 1)")
+    up.add_argument("--data-dir", default=os.environ.get("TAAS_DATA_DIR", "data"), metavar="DIR",
+                    help="SQLite files, broker, MLflow store and logs (default $TAAS_DATA_DIR "
+                    "or ./data)")
+    up.add_argument("--quiet", action="store_true",
+                    help="write the processes' output only to DIR/logs/NAME.log")
+    up.set_defaults(func=cmd_up)
+    check = sub.add_parser("validate", help="check a spec and print its summary",
+                           description="Check a job spec ({name?, model, training, data}) or a "
+                           "dry-run spec ({model, training?, data?}); exit 2 if invalid.")
+    check.add_argument("spec", metavar="SPEC.json", help="the spec file; - reads stdin")
+    check.add_argument("--json", action="store_true", help="print the summary as JSON")
+    check.set_defaults(func=cmd_validate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

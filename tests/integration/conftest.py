@@ -1,0 +1,103 @@
+"""Fixtures for tests on the real stack.
+
+Each stack is run twice: on PostgreSQL + Redis (production) and on the embedded default
+(SQLite + the SQLite broker). Postgres and Redis must be reachable on loopback; when they are
+not, the production tests skip, except with CI=true, where that fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from tests.integration.stack import (
+    PG_ADMIN_URL,
+    REDIS_URL,
+    Process,
+    Stack,
+    base_env,
+    free_port,
+    migrate,
+    start_mlflow,
+)
+
+CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _unreachable(what: str, error: Exception) -> None:
+    message = f"{what} is unreachable ({error})"
+    if CI:
+        pytest.fail(f"{message}; with CI=true this fails the run", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    proc, url = start_mlflow(tmp_path_factory.mktemp("mlflow"))
+    yield url
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    name = f"taas_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as error:
+        _unreachable("PostgreSQL", error)
+    yield f"postgresql+psycopg://{PG_ADMIN_URL.split('://', 1)[1].rsplit('/', 1)[0]}/{name}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_broker() -> str:
+    index = 1 + uuid.uuid4().int % 15  # a database of our own among Redis' 16
+    url = f"{REDIS_URL}/{index}"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=5).flushdb()
+    except redis.exceptions.ConnectionError as error:
+        _unreachable("Redis", error)
+    return url
+
+
+def _build_stack(kind: str, workdir: Path, mlflow_url: str, request: pytest.FixtureRequest,
+                 ) -> Stack:
+    env = base_env(workdir, mlflow_url)
+    if kind == "postgres-redis":
+        env["TAAS_DATABASE_URL"] = request.getfixturevalue("postgres_database")
+        env["TAAS_BROKER_URL"] = request.getfixturevalue("redis_broker")
+    migrate(env)
+    return Stack(kind=kind, api_url=f"http://127.0.0.1:{free_port()}", env=env,
+                 mlflow_url=mlflow_url, workdir=workdir)
+
+
+@pytest.fixture(scope="session", params=["postgres-redis", "embedded"])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+          mlflow_server: str) -> Iterator[Stack]:
+    """A migrated database, a worker and the API, on one of the two configurations."""
+    built = _build_stack(request.param, tmp_path_factory.mktemp(request.param), mlflow_server,
+                         request)
+    try:
+        built.start_worker()
+        built.start_api()
+    except Exception:
+        built.stop()
+        raise
+    yield built
+    built.stop()
+    _raise_if_crashed(built.processes.values())
+
+
+def _raise_if_crashed(processes: object) -> None:
+    crashed = [p for p in processes if isinstance(p, Process)  # type: ignore[attr-defined]
+               and p.popen.returncode not in (0, -15, None)]
+    assert not crashed, "\n".join(f"{p.name} exited {p.popen.returncode}:\n{p.tail()}"
+                                  for p in crashed)

@@ -1,0 +1,136 @@
+"""Starting the real stack for tests: a database of its own (migrated with Alembic), a broker,
+an `mlflow server`, `celery worker` and `uvicorn` subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+PG_ADMIN_URL = os.environ.get("TAAS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TAAS_TEST_REDIS", "redis://127.0.0.1:6379")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as error:  # the thing is not up yet; remember why
+            last_error = error
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not ready after {timeout}s (last error: {last_error})")
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        if self.popen.poll() is not None:
+            return
+        os.killpg(self.popen.pid, sig)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(5)
+
+    def tail(self, lines: int = 40) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def start(name: str, args: list[str], env: dict[str, str], logs: Path) -> Process:
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"{name}.log"
+    handle = log.open("ab")
+    popen = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env, stdout=handle,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+    return Process(name, popen, log)
+
+
+def start_mlflow(workdir: Path) -> tuple[Process, str]:
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    proc = start("mlflow", ["mlflow", "server", "--backend-store-uri",
+                            f"sqlite:///{workdir / 'mlflow.db'}", "--artifacts-destination",
+                            str(workdir / "artifacts"), "--host", "127.0.0.1", "--port",
+                            str(port)], dict(os.environ), workdir)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: httpx.get(f"{url}/health").status_code == 200, 120, "mlflow server")
+    except TimeoutError:
+        proc.stop()
+        raise RuntimeError(f"mlflow server did not start:\n{proc.tail()}") from None
+    return proc, url
+
+
+@dataclass
+class Stack:
+    kind: str
+    api_url: str
+    env: dict[str, str]
+    mlflow_url: str
+    workdir: Path
+    processes: dict[str, Process] = field(default_factory=dict)
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.api_url, timeout=30, **kwargs)
+
+    def start_worker(self, name: str = "worker", concurrency: int = 1) -> Process:
+        proc = start(name, ["celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
+                            "--concurrency", str(concurrency), "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h"],
+                     self.env, self.workdir / "logs")
+        self.processes[name] = proc
+        return proc
+
+    def start_api(self) -> Process:
+        port = int(self.api_url.rsplit(":", 1)[1])
+        proc = start("api", ["uvicorn", "api.main:app", "--host", "127.0.0.1", "--port",
+                             str(port)], self.env, self.workdir / "logs")
+        self.processes["api"] = proc
+        wait_until(lambda: httpx.get(f"{self.api_url}/readyz").status_code == 200, 60,
+                   f"API ({self.kind})", interval=0.2)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.processes.values():
+            proc.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {name} ---\n{proc.tail()}" for name, proc in self.processes.items())
+
+
+def migrate(env: dict[str, str]) -> None:
+    subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, env=env,
+                   check=True, capture_output=True)
+
+
+def base_env(workdir: Path, mlflow_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAAS_")}
+    env.update(TAAS_DATA_DIR=str(workdir / "data"), TAAS_MLFLOW_TRACKING_URI=mlflow_url,
+               TAAS_MLFLOW_EXPERIMENT=f"taas-test-{workdir.name}", TAAS_PROGRESS_INTERVAL="0.05",
+               PYTHONUNBUFFERED="1")
+    return env
