@@ -133,11 +133,12 @@ class Supervisor:
         self.env, self.log_dir, self.quiet, self.stop = env, log_dir, quiet, stop
         self.children: list[Child] = []
 
-    def start(self, name: str, args: list[str]) -> Child:
+    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Child:
         log_path = self.log_dir / f"{name}.log"
         log = log_path.open("ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", *args], cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", *args], cwd=ROOT, env=(env or {}) | self.env,
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         assert proc.stdout is not None
         reader = threading.Thread(target=_pump, args=(name, proc.stdout, log, not self.quiet),
@@ -186,18 +187,22 @@ class Supervisor:
             self.check_alive()
 
     def stop_all(self) -> None:
+        """SIGTERM, then SIGKILL after STOP_GRACE in all (MLflow, stopped last, gets at least a
+        few seconds); one more Ctrl-C skips the wait."""
         first = [c for c in self.children if c.name not in STOP_LAST]
         last = [c for c in self.children if c.name in STOP_LAST]
+        deadline, hurry_at = time.monotonic() + STOP_GRACE, self.stop.count + 1
         for group in (first, last):
             if group:
-                self._terminate(group)
+                self._terminate(group, max(deadline, time.monotonic() + 3), hurry_at)
         self.children.clear()
 
-    def _terminate(self, group: list[Child]) -> None:
-        hurry_at = self.stop.count + 1  # one more Ctrl-C skips the grace period
+    def _terminate(self, group: list[Child], deadline: float, hurry_at: int) -> None:
         for child in group:
-            child.signal_group(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE
+            # The leader alone: celery, uvicorn and mlflow each stop their own subprocesses (a
+            # group-wide SIGTERM makes celery log its pool child as lost); the group's leftovers
+            # get SIGKILL below.
+            child.proc.send_signal(signal.SIGTERM)
         while time.monotonic() < deadline and self.stop.count < hurry_at:
             if not any(child.group_alive() for child in group):
                 break
@@ -271,7 +276,10 @@ def _start_stack(sup: Supervisor, plan: Plan) -> None:
             "mlflow", "server", "--backend-store-uri", f"sqlite:///{plan.data_dir / 'mlflow.db'}",
             "--artifacts-destination", str(plan.data_dir / "mlartifacts"),
             "--host", plan.host, "--port", str(plan.mlflow_port),
-            "--workers", "1"])  # its default 4 triple the start-up time; one serves one user
+            "--workers", "1"],  # its default 4 triple the start-up time; one serves one user
+            # Its job runner (7 huey processes) serves GenAI features taas does not use, and
+            # doubles start and stop times; a user's own setting in the environment wins.
+            {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
         sup.wait_http("MLflow", f"{plan.mlflow_url}/health")
     sup.start("worker", ["celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
                          "--concurrency", str(plan.workers)])
