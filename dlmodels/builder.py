@@ -23,6 +23,9 @@ class SpecModel(nn.Module):
     fused into the loss during training), so predictions are probabilities.
     """
 
+    input_mean: torch.Tensor  # buffers, present when standardize is on
+    input_std: torch.Tensor
+
     def __init__(self, layers: nn.Sequential, head: nn.Module, input_shape: Shape,
                  standardize: bool) -> None:
         super().__init__()
@@ -37,10 +40,12 @@ class SpecModel(nn.Module):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         if self.standardize:
             x = (x - self.input_mean) / self.input_std
-        return self.layers(x)
+        out: torch.Tensor = self.layers(x)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.logits(x))
+        out: torch.Tensor = self.head(self.logits(x))
+        return out
 
 
 def fused_head(spec: ModelSpec, loss: str | None) -> str | None:

@@ -73,19 +73,19 @@ def describe() -> list[dict[str, Any]]:
 
 # --- registration ----------------------------------------------------------------------------
 
-O = TypeVar("O", bound=BaseModel)
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
 
 def _builtin(
-    name: str, options: type[O], description: str
-) -> Callable[[Callable[[O], Dataset]], Callable[[O], Dataset]]:
+    name: str, options: type[OptionsT], description: str
+) -> Callable[[Callable[[OptionsT], Dataset]], Callable[[OptionsT], Dataset]]:
     """Decorator registering ``load(options) -> Dataset`` under ``name``.
 
     Each loader is typed with its own options class; the registry stores a wrapper taking any
     BaseModel so that all entries share one type.
     """
 
-    def add(load: Callable[[O], Dataset]) -> Callable[[O], Dataset]:
+    def add(load: Callable[[OptionsT], Dataset]) -> Callable[[OptionsT], Dataset]:
         def load_any(opts: BaseModel) -> Dataset:
             if not isinstance(opts, options):
                 raise TypeError(f"dataset {name!r} expects {options.__name__}, got {opts!r}")

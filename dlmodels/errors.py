@@ -1,4 +1,5 @@
-"""Errors a spec, its data or a training run can raise; each says what arrived and what was needed."""
+"""Errors a spec, its data or a training run can raise; each says what arrived and what
+was needed."""
 
 from __future__ import annotations
 

@@ -93,7 +93,8 @@ class DataSpec(Strict):
     def _exactly_one(self) -> DataSpec:
         given = [k for k in ("inline", "builtin", "dataset_id") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of inline, builtin, dataset_id (got {given or 'none'})")
+            raise ValueError("give exactly one of inline, builtin, dataset_id "
+                             f"(got {given or 'none'})")
         return self
 
 

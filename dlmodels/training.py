@@ -8,7 +8,6 @@ epoch.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -86,14 +85,15 @@ class _Meters:
     def update(self, loss: torch.Tensor, outputs: torch.Tensor, target: torch.Tensor) -> None:
         self.loss_sum += loss.detach() * len(target)
         self.count += len(target)
+        outputs = outputs.detach()
         labels = None
         for name, metric in self.metrics.items():
             if METRICS.get(name).kind == "regression":
-                metric.update(outputs.detach(), target)
-            else:
-                if labels is None:
-                    labels = (decode_labels(self.loss_name, outputs.detach()), target_labels(target))
-                metric.update(*labels)
+                metric.update(outputs, target)
+                continue
+            if labels is None:  # decoded once per batch, shared by every class metric
+                labels = decode_labels(self.loss_name, outputs), target_labels(target)
+            metric.update(*labels)
 
     def compute(self, prefix: str = "") -> dict[str, float]:
         logs = {f"{prefix}loss": float(self.loss_sum.item() / max(self.count, 1))}

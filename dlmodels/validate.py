@@ -53,10 +53,10 @@ def validate_training(model: ModelSpec, training: TrainingSpec, summary: Summary
         monitors |= {f"val_{m}" for m in monitors}
     for field, monitor in (("early_stopping", training.early_stopping),
                            ("lr_scheduler", training.lr_scheduler)):
-        name = getattr(monitor, "monitor", None)
-        if name is not None and name not in monitors:
+        watched = getattr(monitor, "monitor", None)
+        if watched is not None and watched not in monitors:
             hint = "" if training.validation_split > 0 else " (val_* needs validation_split > 0)"
-            raise SpecError(f"cannot monitor {name!r}; available: {sorted(monitors)}{hint}",
+            raise SpecError(f"cannot monitor {watched!r}; available: {sorted(monitors)}{hint}",
                             ("training", field, "monitor"))
 
 
@@ -99,4 +99,4 @@ def validate_labels(training: TrainingSpec, summary: Summary, y: np.ndarray,
 
 
 def validation_size(n: int, split: float) -> int:
-    return int(math.floor(n * split)) if split > 0 else 0
+    return math.floor(n * split) if split > 0 else 0

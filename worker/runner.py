@@ -13,7 +13,7 @@ import torch
 
 from api.services.data import check_job
 from api.settings import Settings
-from dlmodels.builder import build_model, summarize
+from dlmodels.builder import build_model
 from dlmodels.errors import SpecError, TrainingDiverged
 from dlmodels.serialize import sha256, weights_to_bytes
 from dlmodels.spec import JobSpec
@@ -78,7 +78,7 @@ def _train(job_id: str, attempt: int, name: str, tenant: str, spec: JobSpec, tra
     summary, (x, y) = check_job(spec)
     experiment_id, run_id = tracker.start(job_id=job_id, name=name, tenant=tenant,
                                           attempt=attempt, spec=spec,
-                                          summary_text=summarize(spec.model).to_text())
+                                          summary_text=summary.to_text())
     if not store.set_run(job_id, attempt, experiment_id=experiment_id, run_id=run_id):
         raise LostOwnership(f"job {job_id} attempt {attempt} no longer runs")
     if spec.training.seed is not None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from api.services.data import check_job
 from dlmodels.builder import Summary
 from dlmodels.spec import DataSpec, JobSpec, ModelSpec, TrainingSpec
 from dlmodels.validate import validate_model, validate_training
-
-from api.services.data import check_job
 
 
 def check_spec(*, model: ModelSpec, training: TrainingSpec | None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+import torch
 from pydantic import Field, model_validator
 from torch import nn
 
@@ -85,8 +86,8 @@ class _Conv(LayerSpec):
         padding: str | tuple[int, ...] = (
             "same" if self.padding == "same" else self._geometry()[2]
         )
-        module = conv(in_shape[0], self.filters, kernel, stride=stride, padding=padding,
-                      bias=self.use_bias)
+        module = conv(in_shape[0], self.filters, kernel, stride=stride,  # type: ignore[arg-type]
+                      padding=padding, bias=self.use_bias)  # type: ignore[arg-type]
         return with_activation(module, self.activation)
 
     def final_activation(self) -> str | None:
@@ -192,5 +193,5 @@ class GlobalAvg(nn.Module):
         super().__init__()
         self.dims = dims
 
-    def forward(self, x):  # type: ignore[no-untyped-def]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=self.dims)  # (B, C, ...) -> (B, C)

@@ -26,7 +26,7 @@ def with_activation(module: nn.Module, activation: str | None) -> nn.Module:
 
 @register_layer
 class Dense(LayerSpec):
-    """Fully connected: y = x W^T + b over the last axis (so it also maps each step of a sequence)."""
+    """Fully connected, y = x W^T + b, over the last axis (so it maps each step of a sequence)."""
 
     type: Literal["dense"]
     units: int = Field(gt=0, le=1_000_000, examples=[64])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import ClassVar, Literal
 
 import torch
@@ -50,7 +51,7 @@ class Recurrent(nn.Module):
 
 
 class _RecurrentSpec(LayerSpec):
-    module: ClassVar[type[nn.RNNBase]]
+    module: ClassVar[Callable[..., nn.RNNBase]]
     units: int = Field(gt=0, le=65_536, examples=[32])
     num_layers: int = Field(1, ge=1, le=64)
     bidirectional: bool = False
@@ -116,6 +117,7 @@ class TransformerEncoder(LayerSpec):
 
 
 class SinusoidalPositions(nn.Module):
+    table: torch.Tensor
     def __init__(self, steps: int, width: int) -> None:
         super().__init__()
         position = torch.arange(steps, dtype=torch.float32).unsqueeze(1)  # (T, 1)

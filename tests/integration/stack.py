@@ -100,8 +100,9 @@ class Stack:
         return httpx.Client(base_url=self.api_url, timeout=30, **kwargs)
 
     def start_worker(self, name: str = "worker", concurrency: int = 1) -> Process:
+        node = f"{name}-{uuid.uuid4().hex[:6]}@%h"
         proc = start(name, ["celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
-                            "--concurrency", str(concurrency), "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h"],
+                            "--concurrency", str(concurrency), "-n", node],
                      self.env, self.workdir / "logs")
         self.processes[name] = proc
         return proc
