@@ -20,15 +20,17 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # dlmodels imports torch: only `taas validate` pays for it, at run time
+    from dlmodels.builder import Summary
 
 ROOT = Path(__file__).resolve().parent.parent  # the source tree: alembic.ini, migrations/, worker/
-START_TIMEOUT = 90.0
-STOP_GRACE = 15.0
+START_TIMEOUT, STOP_GRACE = 90.0, 15.0
 STOP_LAST = ("mlflow",)  # the API and the worker log to MLflow until they are gone
 _print_lock = threading.Lock()
 # Local services only: an http_proxy in the environment must not capture the health probes.
@@ -60,15 +62,12 @@ def _get(url: str) -> tuple[int | None, str]:
 
 
 class StopSignals:
-    """SIGINT/SIGTERM/SIGHUP set a flag the main thread polls, instead of raising wherever it is
+    """SIGINT/SIGTERM/SIGHUP set a flag the main thread polls instead of raising wherever it is
     (a KeyboardInterrupt inside Popen could leak a child). Children run in their own sessions,
     so a terminal's Ctrl-C or hang-up reaches only taas, which then stops them in order."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
     def __init__(self) -> None:
-        self.count = 0
-        self.event = threading.Event()
+        self.count, self.event = 0, threading.Event()
         self._old: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
@@ -76,7 +75,8 @@ class StopSignals:
         self.event.set()
 
     def __enter__(self) -> StopSignals:
-        self._old = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        self._old = {sig: signal.signal(sig, self._handle) for sig in sigs}
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -96,20 +96,18 @@ class Child:
     log_path: Path
 
     def group_alive(self) -> bool:
-        """Whether anything in the child's process group runs (the leader is reaped first, as
-        a zombie would count)."""
+        """Whether anything of its process group runs (the leader is reaped first: a zombie
+        would count)."""
         self.proc.poll()
         try:
             os.killpg(self.proc.pid, 0)
         except ProcessLookupError:
             return False
-        except PermissionError:
-            return True
         return True
 
-    def signal_group(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, sig)
+    def status(self) -> str:
+        code = self.proc.returncode
+        return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
 
 
 def _pump(name: str, stream: IO[bytes], log: IO[bytes], echo: bool) -> None:
@@ -136,17 +134,16 @@ class Supervisor:
     def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Child:
         log_path = self.log_dir / f"{name}.log"
         log = log_path.open("ab")
-        proc = subprocess.Popen(
+        proc = subprocess.Popen(  # `-m` works from a venv that is not on PATH
             [sys.executable, "-m", *args], cwd=ROOT, env=(env or {}) | self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True)
         assert proc.stdout is not None
         reader = threading.Thread(target=_pump, args=(name, proc.stdout, log, not self.quiet),
-                                  name=f"taas-{name}-output", daemon=True)
+                                  daemon=True)
         reader.start()
-        child = Child(name, proc, reader, log_path)
-        self.children.append(child)
-        return child
+        self.children.append(Child(name, proc, reader, log_path))
+        return self.children[-1]
 
     def run(self, name: str, args: list[str]) -> None:
         """A one-shot child (migrations), waited for while Ctrl-C stays possible."""
@@ -157,15 +154,13 @@ class Supervisor:
         child.reader.join(timeout=5)
         self.children.remove(child)
         if child.proc.returncode != 0:
-            raise Failure(f"{name} failed with exit code {child.proc.returncode}; "
-                          f"its output is in {child.log_path}")
+            raise Failure(f"{name} failed ({child.status()}); output in {child.log_path}")
 
     def check_alive(self) -> None:
         for child in self.children:
-            code = child.proc.poll()
-            if code is not None:
-                raise Failure(f"{child.name} exited on its own with exit code {code}; "
-                              f"its output is in {child.log_path}")
+            if child.proc.poll() is not None:
+                raise Failure(f"{child.name} exited on its own ({child.status()}); "
+                              f"output in {child.log_path}")
 
     def wait_http(self, what: str, url: str) -> None:
         """Until `url` answers 200, a child dies, the user stops, or START_TIMEOUT passes."""
@@ -182,10 +177,6 @@ class Supervisor:
         raise Failure(f"{what} did not answer {url} within {START_TIMEOUT:.0f} s "
                       f"(last: {last.strip()}); logs are in {self.log_dir}")
 
-    def watch(self) -> None:
-        while not self.stop.event.wait(0.5):
-            self.check_alive()
-
     def stop_all(self) -> None:
         """SIGTERM, then SIGKILL after STOP_GRACE in all (MLflow, stopped last, gets at least a
         few seconds); one more Ctrl-C skips the wait."""
@@ -193,34 +184,30 @@ class Supervisor:
         last = [c for c in self.children if c.name in STOP_LAST]
         deadline, hurry_at = time.monotonic() + STOP_GRACE, self.stop.count + 1
         for group in (first, last):
-            if group:
-                self._terminate(group, max(deadline, time.monotonic() + 3), hurry_at)
+            self._terminate(group, max(deadline, time.monotonic() + 3), hurry_at)
         self.children.clear()
 
     def _terminate(self, group: list[Child], deadline: float, hurry_at: int) -> None:
         for child in group:
             # The leader alone: celery, uvicorn and mlflow each stop their own subprocesses (a
-            # group-wide SIGTERM makes celery log its pool child as lost); the group's leftovers
-            # get SIGKILL below.
+            # group-wide SIGTERM makes celery log its pool child as lost); leftovers get SIGKILL.
             child.proc.send_signal(signal.SIGTERM)
         while time.monotonic() < deadline and self.stop.count < hurry_at:
             if not any(child.group_alive() for child in group):
                 break
             time.sleep(0.1)
         for child in group:
-            if child.group_alive():  # also grandchildren the leader left behind
+            if child.group_alive():  # the leader, or grandchildren it left behind
                 _say(f"taas: {child.name} did not stop in time; killing it", sys.stderr)
-                child.signal_group(signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.proc.pid, signal.SIGKILL)
             child.proc.wait()
             child.reader.join(timeout=2)
 
 
 @dataclass
 class Plan:
-    host: str
-    port: int
-    mlflow_port: int
-    workers: int
+    args: argparse.Namespace
     data_dir: Path
     api_url: str
     mlflow_url: str
@@ -265,25 +252,25 @@ def _plan(args: argparse.Namespace) -> Plan:
     # TAAS_DATABASE_URL / TAAS_BROKER_URL pass through; unset, settings default to SQLite.
     env = os.environ | {"TAAS_DATA_DIR": str(data_dir), "TAAS_MLFLOW_TRACKING_URI": mlflow_url,
                         "PYTHONUNBUFFERED": "1"}
-    return Plan(args.host, args.port, args.mlflow_port, args.workers, data_dir,
-                _url(args.host, args.port), mlflow_url, not external, env)
+    return Plan(args, data_dir, _url(args.host, args.port), mlflow_url, not external, env)
 
 
 def _start_stack(sup: Supervisor, plan: Plan) -> None:
+    args, data = plan.args, plan.data_dir
     sup.run("alembic", ["alembic", "upgrade", "head"])
     if plan.start_mlflow:
         sup.start("mlflow", [
-            "mlflow", "server", "--backend-store-uri", f"sqlite:///{plan.data_dir / 'mlflow.db'}",
-            "--artifacts-destination", str(plan.data_dir / "mlartifacts"),
-            "--host", plan.host, "--port", str(plan.mlflow_port),
+            "mlflow", "server", "--backend-store-uri", f"sqlite:///{data / 'mlflow.db'}",
+            "--artifacts-destination", str(data / "mlartifacts"),
+            "--host", args.host, "--port", str(args.mlflow_port),
             "--workers", "1"],  # its default 4 triple the start-up time; one serves one user
-            # Its job runner (7 huey processes) serves GenAI features taas does not use, and
-            # doubles start and stop times; a user's own setting in the environment wins.
+            # Its job runner (7 huey processes) serves GenAI features taas does not use and
+            # doubles start and stop times; the user's own setting in the environment wins.
             {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
         sup.wait_http("MLflow", f"{plan.mlflow_url}/health")
     sup.start("worker", ["celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
-                         "--concurrency", str(plan.workers)])
-    sup.start("api", ["uvicorn", "api.main:app", "--host", plan.host, "--port", str(plan.port)])
+                         "--concurrency", str(args.workers)])
+    sup.start("api", ["uvicorn", "api.main:app", "--host", args.host, "--port", str(args.port)])
     sup.wait_http("the API", f"{plan.api_url}/readyz")
 
 
@@ -306,7 +293,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         try:
             _start_stack(sup, plan)
             _announce(plan)
-            sup.watch()
+            while not stop.event.wait(0.5):
+                sup.check_alive()
             return 0
         except Interrupted:
             return 0
@@ -314,29 +302,28 @@ def cmd_up(args: argparse.Namespace) -> int:
             _say(f"taas: {error}", sys.stderr)
             return 1
         finally:
-            _say("taas: stopping ...")
+            _say("taas: stopping (Ctrl-C again to kill at once) ...")
             sup.stop_all()
             _say("taas: stopped")
 
 
-def _read_spec(source: str) -> Any:
-    text = sys.stdin.read() if source == "-" else Path(source).read_text()
-    return json.loads(text)
-
-
-def _check(raw: Any) -> Any:
+def _check(raw: Any) -> Summary:
     from api.schemas import SpecCheck
     from api.services.specs import check_spec
     from dlmodels.spec import JobSpec
 
     # A "name" means a whole job (POST /v1/jobs); otherwise the dry run's {model, training?, data?}.
     spec = (JobSpec if isinstance(raw, dict) and "name" in raw else SpecCheck).model_validate(raw)
-    return check_spec(model=spec.model, training=spec.training, data=spec.data)
+    data = spec.data
+    if data is not None and data.dataset_id is not None:
+        _say("note: data.dataset_id lives on the server; its data are not checked", sys.stderr)
+        data = None
+    return check_spec(model=spec.model, training=spec.training, data=data)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
-        raw = _read_spec(args.spec)
+        raw = json.loads(sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text())
     except (OSError, ValueError) as error:
         _say(f"error: cannot read {args.spec}: {error}", sys.stderr)
         return 2
@@ -353,41 +340,35 @@ def cmd_validate(args: argparse.Namespace) -> int:
             _say(f"error at {where}: {item['msg']}", sys.stderr)
         return 2
     except SpecError as error:
-        where = ".".join(str(part) for part in error.loc) or "spec"
-        _say(f"error at {where}: {error.message}", sys.stderr)
+        _say(f"error at {'.'.join(map(str, error.loc)) or 'spec'}: {error.message}", sys.stderr)
         return 2
     _say(summary.model_dump_json(indent=2) if args.json else summary.to_text())
     return 0
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"not a TCP port: {value}")
-    return value
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number from {low} to {high}")
+        return int(text)
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taas", description="Training as a service.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = sub.add_parser("up", help="run everything locally (the embedded default)",
-                        description="Migrate the database, then run MLflow, a worker and the API "
-                        "until Ctrl-C.")
+                        description="Migrate the database, then run MLflow, a worker and the "
+                        "API until Ctrl-C.")
+    port = _int_in(1, 65535)
     up.add_argument("--host", default="127.0.0.1", help="interface for the API and MLflow")
-    up.add_argument("--port", type=_port, default=8000, help="API port (default 8000)")
-    up.add_argument("--mlflow-port", type=_port, default=5000, help="MLflow port (default 5000)")
-    up.add_argument("--workers", type=_positive, default=1, metavar="N",
+    up.add_argument("--port", type=port, default=8000, help="API port (default 8000)")
+    up.add_argument("--mlflow-port", type=port, default=5000, help="MLflow port (default 5000)")
+    up.add_argument("--workers", type=_int_in(1, 1024), default=1, metavar="N",
                     help="training processes of the worker (default 1)")
     up.add_argument("--data-dir", default=os.environ.get("TAAS_DATA_DIR", "data"), metavar="DIR",
-                    help="SQLite files, broker, MLflow store and logs (default $TAAS_DATA_DIR "
-                    "or ./data)")
+                    help="SQLite files, broker, MLflow store, logs (default $TAAS_DATA_DIR or "
+                    "./data)")
     up.add_argument("--quiet", action="store_true",
                     help="write the processes' output only to DIR/logs/NAME.log")
     up.set_defaults(func=cmd_up)

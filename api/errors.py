@@ -46,6 +46,10 @@ class InvalidInput(ServiceError):
     status_code, type = 422, "invalid_input"
 
 
+class PayloadTooLarge(ServiceError):
+    status_code, type = 413, "payload_too_large"
+
+
 class Unauthorized(ServiceError):
     status_code, type = 401, "unauthorized"
 

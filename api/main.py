@@ -8,7 +8,7 @@ import torch
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routes import health, jobs, specs
+from api.routes import datasets, health, jobs, specs
 from api.services.predict import ModelCache
 from api.settings import get_settings
 
@@ -25,7 +25,7 @@ def create_app() -> FastAPI:
     app = FastAPI(title="taas", version="1.0", description=DESCRIPTION)
     app.state.model_cache = ModelCache(settings.predict_cache_size)
     install_error_handlers(app)
-    for router in (jobs.router, specs.router, health.router):
+    for router in (jobs.router, datasets.router, specs.router, health.router):
         app.include_router(router)
     logging.getLogger("taas").setLevel(logging.INFO)
     return app

@@ -114,3 +114,19 @@ class JobWeights(Base):
                                         primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
     sha256: Mapped[str] = mapped_column(String(64))
+
+
+class Dataset(Base):
+    """An uploaded dataset, stored once per tenant by the hash of its arrays (as an NPZ)."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(200), default="", index=True)
+    format: Mapped[str] = mapped_column(String(16))
+    n: Mapped[int]
+    x_shape: Mapped[dict[str, Any]]  # {"shape": [...], "dtype": "float32"}
+    y_shape: Mapped[dict[str, Any]]
+    size_bytes: Mapped[int]
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -93,3 +93,13 @@ class PredictResponse(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class DatasetOut(BaseModel):
+    id: str = Field(examples=["9c1e4b7a2d3f4e5a6b7c8d9e0f1a2b3c"])
+    n: int = Field(examples=[150])
+    x_shape: list[int] = Field(examples=[[150, 4]])
+    y_shape: list[int] = Field(examples=[[150]])
+    format: Literal["json", "csv", "npz"] = Field(examples=["csv"])
+    size_bytes: int = Field(examples=[2048])
+    created_at: datetime

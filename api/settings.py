@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     worker_threads: int | None = Field(None, ge=1, description="torch threads per worker "
                                        "process; default: cores / worker processes.")
     job_time_limit: int = Field(24 * 3600, ge=10, description="Hard limit on one job's run, s.")
+    max_dataset_bytes: int = Field(256 * 2**20, ge=1024, description="Largest upload.")
     max_request_bytes: int = Field(32 * 2**20, ge=1024)
 
     @property

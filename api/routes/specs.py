@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from api.deps import SessionDep, TenantDep
 from api.schemas import SpecCheck
 from api.services.specs import check_spec
 from dlmodels.builder import Summary
@@ -13,5 +14,6 @@ router = APIRouter(prefix="/v1/specs", tags=["specs"])
 
 @router.post("/validate", response_model=Summary,
              summary="Check a model (and optionally its training and data) without running it")
-def validate_spec(body: SpecCheck) -> Summary:
-    return check_spec(model=body.model, training=body.training, data=body.data)
+def validate_spec(body: SpecCheck, session: SessionDep, tenant: TenantDep) -> Summary:
+    return check_spec(model=body.model, training=body.training, data=body.data,
+                      session=session, tenant=tenant)

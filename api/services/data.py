@@ -6,8 +6,12 @@ from functools import lru_cache
 
 import numpy as np
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
+from api.errors import NotFound
+from api.services.datasets import dataset_arrays, get_dataset
 from dlmodels.builder import Summary
+from dlmodels.data import to_array
 from dlmodels.datasets import load_builtin
 from dlmodels.errors import SpecError
 from dlmodels.registry import UnknownNameError
@@ -22,17 +26,23 @@ from dlmodels.validate import (
 Arrays = tuple[np.ndarray, np.ndarray]
 
 
-def load_arrays(data: DataSpec, *, model: ModelSpec) -> Arrays:
-    from dlmodels.data import to_array
-
+def load_arrays(data: DataSpec, *, model: ModelSpec, session: Session, tenant: str) -> Arrays:
+    integer = model.input_dtype == "int"
     if data.inline is not None:
-        integer = model.input_dtype == "int"
         x = to_array(data.inline.x, integer=integer, loc=("data", "inline", "x"))
         y = to_array(data.inline.y, loc=("data", "inline", "y"))
         return x, y
     if data.builtin is not None:
         return _builtin(data.builtin.name, tuple(sorted(data.builtin.options.items())))
-    raise SpecError(f"unknown dataset {data.dataset_id!r}", ("data", "dataset_id"))
+    assert data.dataset_id is not None
+    try:
+        x, y = dataset_arrays(get_dataset(session, dataset_id=data.dataset_id, tenant=tenant))
+    except NotFound:
+        raise SpecError(f"no uploaded dataset {data.dataset_id!r}; upload one with "
+                        "POST /v1/datasets", ("data", "dataset_id")) from None
+    if integer and x.dtype.kind == "f":
+        x = to_array(x, integer=True, loc=("data", "dataset_id"))
+    return x, y
 
 
 @lru_cache(maxsize=16)
@@ -51,11 +61,11 @@ def _builtin(name: str, options: tuple[tuple[str, object], ...]) -> Arrays:
     return dataset.x, dataset.y
 
 
-def check_job(spec: JobSpec) -> tuple[Summary, Arrays]:
+def check_job(spec: JobSpec, *, session: Session, tenant: str) -> tuple[Summary, Arrays]:
     """Everything that can be known wrong before training: a SpecError points at the field."""
     summary = validate_model(spec.model)
     validate_training(spec.model, spec.training, summary)
-    x, y = load_arrays(spec.data, model=spec.model)
+    x, y = load_arrays(spec.data, model=spec.model, session=session, tenant=tenant)
     loc = data_loc(spec.data)
     validate_data_shapes(spec.model, spec.training, summary, list(x.shape), list(y.shape), loc)
     validate_labels(spec.training, summary, y, (*loc, "y") if spec.data.inline else loc)

@@ -34,7 +34,7 @@ def create_job(session: Session, *, spec: JobSpec, tenant: str,
         existing = _by_idempotency_key(session, tenant, idempotency_key)
         if existing is not None:
             return _same_spec_or_conflict(existing, spec)
-    summary, _ = check_job(spec)
+    summary, _ = check_job(spec, session=session, tenant=tenant)
     job_id = new_id()
     job = Job(id=job_id, tenant=tenant, name=spec.name or f"job-{job_id[:8]}",
               status=JobStatus.queued, queue="gpu" if spec.training.device == "cuda" else "cpu",
