@@ -11,6 +11,8 @@ import logging
 
 import torch
 
+from api.db import session_scope
+from api.models import Job
 from api.services.data import check_job
 from api.settings import Settings
 from dlmodels.builder import build_model
@@ -36,9 +38,6 @@ def run_job(job_id: str, settings: Settings) -> None:
     if attempt is None:
         log.info("job %s is not queued (duplicate delivery or cancelled); skipping", job_id)
         return
-    from api.db import session_scope
-    from api.models import Job
-
     with session_scope() as session:
         job = session.get(Job, job_id)
         assert job is not None
@@ -75,7 +74,8 @@ def _train(job_id: str, attempt: int, name: str, tenant: str, spec: JobSpec, tra
         device = resolve_device(spec.training.device)
     except RuntimeError as error:
         raise DeviceUnavailable(str(error)) from None
-    summary, (x, y) = check_job(spec)
+    with session_scope() as session:
+        summary, (x, y) = check_job(spec, session=session, tenant=tenant)
     experiment_id, run_id = tracker.start(job_id=job_id, name=name, tenant=tenant,
                                           attempt=attempt, spec=spec,
                                           summary_text=summary.to_text())
