@@ -8,11 +8,13 @@ was needed.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 
 from dlmodels.builder import Summary, summarize
-from dlmodels.errors import DataError, SpecError
+from dlmodels.errors import DataError, Loc, SpecError
+from dlmodels.layers import LayerSpec
 from dlmodels.losses import LOSSES
 from dlmodels.metrics import METRICS
 from dlmodels.spec import ModelSpec, TrainingSpec
@@ -24,11 +26,20 @@ def validate_model(model: ModelSpec) -> Summary:
     if model.input_dtype == "int" and not first.accepts_int:
         raise SpecError(f"input_dtype int (token ids) needs an `embedding` first layer, not "
                         f"`{first.type}`", ("model", "layers", 0))
-    for index, layer in enumerate(model.layers):
-        if layer.accepts_int and (index > 0 or model.input_dtype != "int"):
+    for loc, layer in _all_layers(model.layers, ("model", "layers")):
+        # Nested layers too: an embedding inside a residual would get floats.
+        if layer.accepts_int and (loc != ("model", "layers", 0) or model.input_dtype != "int"):
             raise SpecError("embedding takes integer token ids: make it the first layer and set "
-                            "model.input_dtype to \"int\"", ("model", "layers", index))
+                            "model.input_dtype to \"int\"", loc)
     return summarize(model)
+
+
+def _all_layers(layers: list[LayerSpec], loc: Loc) -> Iterator[tuple[Loc, LayerSpec]]:
+    """Every layer with its loc, nested ones (residual bodies and shortcuts) included."""
+    for index, layer in enumerate(layers):
+        yield (*loc, index), layer
+        for field, children in layer.children_specs().items():
+            yield from _all_layers(children, (*loc, index, field))
 
 
 def output_shape(summary: Summary) -> list[int]:

@@ -25,7 +25,18 @@ class ReportProgress(Callback):
         self.tracker = tracker
         self.interval = interval
         self._rows: list[dict[str, Any]] = []
-        self._last_flush = time.monotonic()
+        self._last_flush = self._last_check = time.monotonic()
+        self.check_interval = max(interval, 0.25)
+
+    def on_batch_end(self, state: FitState, batch: int) -> None:
+        # One clock read per batch; the database is asked at most once per interval, so a
+        # cancel stops a long epoch at a batch boundary without a query per batch.
+        now = time.monotonic()
+        if now - self._last_check >= self.check_interval:
+            self._last_check = now
+            if not store.still_running(self.job_id, self.attempt):
+                raise LostOwnership(f"job {self.job_id} attempt {self.attempt} was cancelled "
+                                    "or re-assigned")
 
     def on_epoch_end(self, state: FitState, epoch: int, logs: dict[str, float]) -> None:
         self._rows.append({"epoch": epoch, **logs})
@@ -38,7 +49,7 @@ class ReportProgress(Callback):
 
     def flush(self) -> None:
         rows, self._rows = self._rows, []
-        self._last_flush = time.monotonic()
+        self._last_flush = self._last_check = time.monotonic()  # the write below is a check
         if rows:
             self.tracker.flush()
         if not store.record_epochs(self.job_id, self.attempt, rows):

@@ -46,7 +46,7 @@ def run_job(job_id: str, settings: Settings) -> None:
                       experiment=settings.mlflow_experiment)
     try:
         _train(job_id, attempt, name, tenant, JobSpec.model_validate(raw_spec), tracker, settings)
-    except LostOwnership as error:
+    except LostOwnership as error:  # cancelled: the database already says so
         log.info("%s", error)
         tracker.end("KILLED")
     except Exception as error:

@@ -35,6 +35,13 @@ def _running(job_id: str, attempt: int) -> Any:
                              Job.status == JobStatus.running)
 
 
+def still_running(job_id: str, attempt: int) -> bool:
+    """True while this attempt owns the job (not cancelled, not re-assigned); beats the heart."""
+    with session_scope() as session:
+        result = session.execute(_running(job_id, attempt).values(heartbeat_at=utcnow()))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 def set_run(job_id: str, attempt: int, *, experiment_id: str, run_id: str) -> bool:
     with session_scope() as session:
         result = session.execute(_running(job_id, attempt).values(

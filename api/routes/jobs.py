@@ -51,6 +51,14 @@ def get_metrics(job_id: str, session: SessionDep, tenant: TenantDep) -> list[dic
     return jobs.job_history(session, job=job)
 
 
+@router.post("/{job_id}/cancel", response_model=JobOut,
+             responses={409: {"description": "The job already finished."}},
+             summary="Cancel: queued jobs at once, running jobs at the next batch")
+def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep,
+               settings: SettingsDep) -> JobOut:
+    return jobs.job_out(jobs.cancel_job(session, job_id=job_id, tenant=tenant), settings)
+
+
 @router.post("/{job_id}/predict", response_model=PredictResponse,
              response_model_exclude_none=True,
              summary="Predictions of the trained model for inputs shaped [N, *input_shape]")

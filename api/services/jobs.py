@@ -7,12 +7,12 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.errors import Conflict, NotFound, Unavailable
-from api.models import Job, JobEpoch, JobStatus, new_id
+from api.models import Job, JobEpoch, JobStatus, new_id, utcnow
 from api.queue import dispatch
 from api.schemas import JobError, JobOut, Progress
 from api.services.data import check_job
@@ -109,6 +109,22 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         return datetime.fromisoformat(created), job_id
     except (ValueError, UnicodeDecodeError):
         raise InvalidInput("malformed cursor", ["cursor"]) from None
+
+
+def cancel_job(session: Session, *, job_id: str, tenant: str) -> Job:
+    """queued or running -> cancelled, at once in the database; a running worker sees it at its
+    next batch boundary and stops. Final states are final: 409."""
+    job = get_job(session, job_id=job_id, tenant=tenant)
+    result = session.execute(
+        update(Job).where(Job.id == job.id, Job.status.in_([JobStatus.queued, JobStatus.running]))
+        .values(status=JobStatus.cancelled, finished_at=utcnow(), error_type="cancelled",
+                error_message="cancelled by request"))
+    session.commit()
+    session.refresh(job)
+    if not result.rowcount:  # type: ignore[attr-defined]
+        raise Conflict(f"job {job.id} is already {job.status}; only queued or running jobs can "
+                       "be cancelled")
+    return job
 
 
 def job_history(session: Session, *, job: Job) -> list[dict[str, Any]]:

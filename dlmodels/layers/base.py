@@ -103,10 +103,13 @@ def apply_init(module: nn.Module, init: InitSpec | None) -> None:
     }.get(init.weights)
     for name, param in module.named_parameters():
         leaf = name.rsplit(".", 1)[-1]
+        # `weight`, `weight_ih_l0`, and attention's `in_proj_weight` (likewise for biases).
+        is_weight = leaf.startswith("weight") or leaf.endswith("_weight")
+        is_bias = leaf.startswith("bias") or leaf.endswith("_bias")
         # Norm layers' 1-D scales are weights too, but re-drawing them would break the norm.
-        if weight_init is not None and leaf.startswith("weight") and param.dim() >= 2:
+        if weight_init is not None and is_weight and param.dim() >= 2:
             weight_init(param.data)
-        elif init.bias == "zeros" and leaf.startswith("bias"):
+        elif init.bias == "zeros" and is_bias:
             nn.init.zeros_(param.data)
 
 

@@ -77,7 +77,9 @@ def start_mlflow(workdir: Path) -> tuple[Process, str]:
     proc = start("mlflow", ["mlflow", "server", "--backend-store-uri",
                             f"sqlite:///{workdir / 'mlflow.db'}", "--artifacts-destination",
                             str(workdir / "artifacts"), "--host", "127.0.0.1", "--port",
-                            str(port)], dict(os.environ), workdir)
+                            str(port), "--workers", "1"],
+                 # MLflow 3 starts job-runner processes for GenAI features taas does not use.
+                 {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, workdir)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: httpx.get(f"{url}/health").status_code == 200, 120, "mlflow server")

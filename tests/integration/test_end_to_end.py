@@ -100,3 +100,32 @@ def test_a_diverging_job_fails_with_its_cause(stack: Stack) -> None:
         answer = client.post(f"/v1/jobs/{job['id']}/predict", json={"inputs": [[80]]})
         assert answer.status_code == 409
         assert answer.json()["error"]["type"] == "conflict"
+
+
+def test_cancel_queued_and_running_jobs(stack: Stack) -> None:
+    long_job = spec(HEIGHTS, name="long")
+    long_job["training"] = {**long_job["training"], "epochs": 20000, "batch_size": 1}
+    with stack.client() as client:
+        running = submit(client, long_job)
+        wait(client, running["id"], statuses={"running"})
+        queued = submit(client, spec(HEIGHTS, name="behind-the-long-one"))
+        assert client.get(f"/v1/jobs/{queued['id']}").json()["status"] == "queued"
+        cancelled = client.post(f"/v1/jobs/{queued['id']}/cancel")
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+        response = client.post(f"/v1/jobs/{running['id']}/cancel")
+        assert response.json()["status"] == "cancelled"
+        stopped_at = client.get(f"/v1/jobs/{running['id']}").json()["progress"]["epoch"]
+        time.sleep(2)  # the worker stops at its next batch; progress must not move on
+        job = client.get(f"/v1/jobs/{running['id']}").json()
+        assert job["status"] == "cancelled" and job["progress"]["epoch"] <= stopped_at + 1
+        again = client.post(f"/v1/jobs/{running['id']}/cancel")
+        assert again.status_code == 409
+        # The worker is alive and takes the next job.
+        assert run(client, spec(HEIGHTS, name="after-cancel", training={
+            **HEIGHTS["training"], "epochs": 3}))["status"] == "succeeded"
+        assert wait(client, queued["id"])["status"] == "cancelled"
+    from mlflow.tracking import MlflowClient
+
+    if job["mlflow_run_id"]:
+        run_info = MlflowClient(stack.mlflow_url).get_run(job["mlflow_run_id"]).info
+        assert run_info.status == "KILLED"

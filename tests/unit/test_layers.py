@@ -245,3 +245,23 @@ def test_sinusoidal_positions_are_fixed_and_not_saved() -> None:
     # Position 0: sin(0) = 0 on even, cos(0) = 1 on odd features.
     torch.testing.assert_close(out[0, 0], torch.tensor([0.0, 1.0] * 3))
     torch.testing.assert_close(out[0], out[1])
+
+
+@pytest.mark.parametrize("weights,std", [("normal", 0.05), ("xavier_normal", None)])
+def test_model_init_reaches_every_matrix_and_bias(weights: str, std: float | None) -> None:
+    """Including attention's `in_proj_weight`/`in_proj_bias` and the LSTM's `weight_ih_l0`."""
+    spec = ModelSpec.model_validate(ex(
+        [12, 16], {"type": "transformer_encoder", "num_heads": 2, "dim_feedforward": 32},
+        {"type": "lstm", "units": 8}, {"type": "dense", "units": 3, "init": {"weights": "default"}},
+    ) | {"init": {"weights": weights, "bias": "zeros"}})
+    torch.manual_seed(0)
+    model = build_model(spec)
+    for name, param in model.named_parameters():
+        if name.startswith("layers.2"):  # the layer's own init wins, and keeps bias default
+            assert not torch.all(param == 0), name
+        elif "norm" in name:  # LayerNorm's 1-D scale and shift are left alone
+            assert torch.all(param == (1 if name.endswith("weight") else 0)), name
+        elif param.dim() == 1:
+            assert torch.all(param == 0), name
+        elif std is not None:
+            assert abs(param.std().item() - std) < 0.01, name

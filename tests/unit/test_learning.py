@@ -149,12 +149,27 @@ def test_digits_cnn_held_out_accuracy() -> None:
 def test_diabetes_regression_beats_the_mean() -> None:
     data = load_builtin("diabetes")
     _, _, history = train(
-        [{"type": "dense", "units": 32, "activation": "relu"}, {"type": "dense", "units": 1}],
-        [10], {"optimizer": adam(0.05), "loss": "mse", "epochs": 60, "batch_size": 32,
+        [{"type": "dense", "units": 16, "activation": "relu"}, {"type": "dense", "units": 1}],
+        [10], {"optimizer": adam(0.01), "loss": "mse", "epochs": 80, "batch_size": 32,
                "metrics": ["r2", "mae"], "validation_split": 0.2, "standardize": True},
         data.x, data.y)
     # r2 > 0 is better than predicting the mean; a linear model gets about 0.45.
     assert history.epochs[-1]["val_r2"] > 0.3
+
+
+def test_batchnorm_after_dense_trains_with_a_last_batch_of_one() -> None:
+    """BatchNorm1d cannot normalise one sample in training mode; fit must never hand it one
+    (17 rows in batches of 8 leave a last batch of 1)."""
+    data = load_builtin("iris")
+    x, y = data.x[::9], data.y[::9]  # 17 rows, all three classes
+    assert len(x) == 17
+    model, _, history = train(
+        [{"type": "dense", "units": 8}, {"type": "batchnorm"},
+         {"type": "activation", "name": "relu"}, {"type": "dense", "units": 3}],
+        [4], {"optimizer": adam(0.01), "loss": "cross_entropy", "epochs": 3, "batch_size": 8},
+        x, y)
+    assert len(history.epochs) == 3
+    assert model.layers[1].num_batches_tracked.item() == 3 * 2
 
 
 # --- sequence models ----------------------------------------------------------------------------

@@ -165,6 +165,14 @@ def test_float_input_to_embedding() -> None:
     assert "integer token ids" in error.message and "input_dtype" in error.message
 
 
+def test_embedding_nested_in_residual() -> None:
+    embedding = {"type": "embedding", "num_embeddings": 10, "embedding_dim": 4}
+    error = model_error([5], {"type": "dropout"},
+                        {"type": "residual", "layers": [embedding], "shortcut": [embedding]})
+    assert error.loc == ("model", "layers", 1, "layers", 0)
+    assert "integer token ids" in error.message
+
+
 def test_standardize_int_tokens() -> None:
     spec = model([5], {"type": "embedding", "num_embeddings": 10, "embedding_dim": 4},
                  {"type": "sequence_pool"}, {"type": "dense", "units": 1}, dtype="int")
