@@ -23,7 +23,7 @@ from dlmodels.validate import validate_model
 
 torch.set_num_threads(2)
 
-SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 
@@ -225,6 +225,8 @@ field_values = st.one_of(
     st.lists(st.integers(-2, 6), max_size=4), st.sampled_from([
         *ACTIVATIONS[1:], "same", "valid", "mean", "learned", "sinusoidal", "zeros", "x"]),
 )
+
+
 def mostly(good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     """`good` about 9 times in 10."""
     # sampled_from, not integers: hypothesis draws integers' bounds far more often.
@@ -300,7 +302,7 @@ def outcome(raw: dict[str, Any]) -> str:
     return "ok"
 
 
-@settings(max_examples=300, deadline=None, derandomize=True,
+@settings(max_examples=300, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(any_spec())
 def test_any_spec_is_refused_cleanly_or_consistent(raw: dict[str, Any]) -> None:
@@ -348,9 +350,10 @@ def test_broken_specs_are_refused(raw: dict[str, Any]) -> None:
 
 
 def test_field_strategies_cover_the_registry() -> None:
-    """The random stacks draw every registered type (from the registry) and field."""
-    for _, cls in LAYERS.items():
-        assert set(cls.model_fields) - {"type"} <= set(FIELD_NAMES)
+    """Every field of every registered type has a plausible-value strategy, so a new layer
+    type's fields are exercised by the random specs beyond pure junk."""
+    missing = set(FIELD_NAMES) - set(FIELD_VALUES) - {"layers", "shortcut"}
+    assert not missing, f"add strategies to FIELD_VALUES for {sorted(missing)}"
 
 
 def test_summary_of_a_huge_model_allocates_nothing() -> None:
