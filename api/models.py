@@ -92,6 +92,9 @@ class Job(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
+    dispatched_at: Mapped[datetime | None]  # last time the id was sent to the broker
+    # The MLflow status still to be set on this job's run (MLflow was down when it ended).
+    mlflow_end_pending: Mapped[str | None] = mapped_column(String(16))
 
 
 class JobEpoch(Base):
@@ -130,3 +133,27 @@ class Dataset(Base):
     size_bytes: Mapped[int]
     data: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobCheckpoint(Base):
+    """The latest end-of-epoch state of a running job, so a retried attempt resumes there."""
+
+    __tablename__ = "job_checkpoints"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    epoch: Mapped[int]
+    data: Mapped[bytes] = mapped_column(LargeBinary)  # weights-only torch.save of a dict
+    sha256: Mapped[str] = mapped_column(String(64))
+
+
+class ApiKey(Base):
+    """A stored API key: only its sha256 is kept (the key is shown once, at creation)."""
+
+    __tablename__ = "api_keys"
+
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(200), index=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]

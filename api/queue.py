@@ -31,7 +31,8 @@ def make_celery(settings: Settings) -> Celery:
         task_serializer="json", accept_content=["json"], result_serializer="json",
         task_ignore_result=True, task_acks_late=True, task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1, task_default_queue="cpu",
-        task_time_limit=settings.job_time_limit, broker_transport_options=transport,
+        task_time_limit=settings.job_time_limit + 60,
+        task_soft_time_limit=settings.job_time_limit, broker_transport_options=transport,
         broker_connection_retry_on_startup=True, worker_hijack_root_logger=False,
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0,
                                    "interval_step": 0.5, "interval_max": 1},
@@ -44,6 +45,6 @@ def get_celery() -> Celery:
     return make_celery(get_settings())
 
 
-def dispatch(job_id: str, queue: str) -> None:
+def dispatch(job_id: str, queue: str, countdown: float | None = None) -> None:
     """Send the job id (only the id: the worker re-reads the row) to the queue."""
-    get_celery().send_task(TRAIN_TASK, args=[job_id], queue=queue)
+    get_celery().send_task(TRAIN_TASK, args=[job_id], queue=queue, countdown=countdown)

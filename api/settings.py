@@ -27,6 +27,24 @@ class Settings(BaseSettings):
         "last epoch is always written).")
     worker_threads: int | None = Field(None, ge=1, description="torch threads per worker "
                                        "process; default: cores / worker processes.")
+    heartbeat_interval: float = Field(5.0, gt=0, description="Seconds between a training "
+                                      "worker's heartbeats (and its cancel checks).")
+    heartbeat_timeout: float = Field(60.0, gt=0, description="A running job whose heartbeat is "
+                                     "older than this is taken as lost and re-queued.")
+    max_attempts: int = Field(3, ge=1, description="Attempts before a job that keeps losing its "
+                              "worker fails with worker_lost.")
+    requeue_after: float = Field(30.0, gt=0, description="A queued job not picked up after this "
+                                 "many seconds is sent to the broker again.")
+    checkpoint_interval: float = Field(30.0, ge=0, description="Seconds between epoch-end "
+                                       "checkpoints a retried attempt resumes from.")
+    tracking_timeout: float = Field(60.0, gt=0, description="How long MLflow may stay "
+                                    "unreachable before a job fails with tracking_unavailable.")
+    max_concurrent_jobs: int = Field(20, ge=1, description="Queued + running jobs per tenant.")
+    max_params: int = Field(100_000_000, ge=1, description="Largest model, in parameters.")
+    max_epoch_samples: int = Field(10**10, ge=1, description="Largest epochs x samples.")
+    rate_limit: float = Field(50.0, gt=0, description="Requests per second per tenant "
+                              "(token bucket, per API process).")
+    rate_burst: int = Field(200, ge=1, description="Requests a tenant may make at once.")
     job_time_limit: int = Field(24 * 3600, ge=10, description="Hard limit on one job's run, s.")
     max_dataset_bytes: int = Field(256 * 2**20, ge=1024, description="Largest upload.")
     max_request_bytes: int = Field(32 * 2**20, ge=1024)

@@ -23,6 +23,8 @@ class FitState:
     model: SpecModel
     optimizer: torch.optim.Optimizer
     epochs: int
+    scheduler: Any = None
+    generator: torch.Generator | None = None
     epoch: int = 0
     stop_training: bool = False
     extra: dict[str, Any] = field(default_factory=dict)

@@ -114,72 +114,52 @@ def _num_classes(outputs: torch.Tensor) -> int:
     return max(int(outputs.shape[-1]) if outputs.dim() > 1 else 1, 2)
 
 
+@dataclass
+class _Setup:
+    """Everything one `fit` call prepares once, before the first epoch."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    loss_fn: nn.Module
+    classes: int
+    batchnorm: bool
+
+
 def fit(model: SpecModel, x: np.ndarray, y: np.ndarray, training: TrainingSpec, *,
-        callbacks: Sequence[Callback] = (), device: torch.device | None = None) -> History:
+        callbacks: Sequence[Callback] = (), device: torch.device | None = None,
+        resume: dict[str, Any] | None = None) -> History:
     """Train `model` in place on (x, y) as `training` says; returns the per-epoch history.
 
     Callbacks see every epoch's logs (loss, metrics, val_*) and may stop training by setting
-    `state.stop_training` (early stopping, cancellation) or raising.
+    `state.stop_training` (early stopping, cancellation) or raising. `resume` is a dict made by
+    `checkpoint()` at the end of an epoch: training goes on from the next one.
     """
     device = device or resolve_device(training.device)
     if training.seed is not None:
         torch.manual_seed(training.seed)
-    ys = prepare_targets(y, training.loss)
-    train_idx, val_idx = split(len(x), training.validation_split, training.seed,
-                               labels=_class_labels(ys, training.loss))
-    xs = torch.as_tensor(x)
-    if model.standardize:
-        _fit_standardization(model, xs[train_idx])
-    model.to(device)
-    # Moved once; every batch below is an index into these device tensors.
-    x_train, y_train = xs[train_idx].to(device), ys[train_idx].to(device)
-    x_val, y_val = xs[val_idx].to(device), ys[val_idx].to(device)
-
+    setup = _prepare(model, x, y, training, device)
     optimizer = training.optimizer.build(p for p in model.parameters() if p.requires_grad)
     scheduler = build_scheduler(training.lr_scheduler, optimizer, training.epochs) \
         if training.lr_scheduler else None
-    loss_fn = LOSSES.get(training.loss).make()
-    # Eval mode: batchnorm cannot take batch statistics of one sample (and must not learn them).
-    model.eval()
-    with torch.no_grad():
-        classes = _num_classes(model.logits(x_train[:1]))
     generator = torch.Generator().manual_seed(training.seed if training.seed is not None
                                               else int(torch.seed() % 2**63))
-    state = FitState(model=model, optimizer=optimizer, epochs=training.epochs)
+    state = FitState(model=model, optimizer=optimizer, epochs=training.epochs,
+                     scheduler=scheduler, generator=generator)
+    if resume is not None:
+        _restore(state, resume)
     callbacks = [*callbacks, *([EarlyStopping(training.early_stopping)]
                                if training.early_stopping else [])]
     for callback in callbacks:
         callback.on_train_begin(state)
     history = History()
-    batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    for epoch in range(1, training.epochs + 1):
+    for epoch in range(state.epoch + 1, training.epochs + 1):
         state.epoch = epoch
-        meters = _Meters(training, classes, device)
-        model.train()
-        order = torch.randperm(len(x_train), generator=generator).to(device) \
-            if training.shuffle else None
-        starts = _batch_starts(len(x_train), training.batch_size, batchnorm)
-        for batch, start in enumerate(starts):
-            stop = starts[batch + 1] if batch + 1 < len(starts) else len(x_train)
-            if order is None:
-                xb, yb = x_train[start:stop], y_train[start:stop]  # views, no copy
-            else:
-                idx = order[start:stop]
-                xb, yb = x_train[idx], y_train[idx]
-            outputs = model.logits(xb)
-            loss = loss_fn(outputs, yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            meters.update(loss, outputs, yb)
-            for callback in callbacks:
-                callback.on_batch_end(state, batch)
-            if state.stop_training:
-                break
-        logs = meters.compute()
-        _check_finite(logs["loss"], epoch)
-        if len(x_val):
-            logs |= evaluate(model, x_val, y_val, training, classes, prefix="val_")
+        logs = _train_epoch(state, setup, training, callbacks)
+        if len(setup.x_val):
+            logs |= evaluate(model, setup.x_val, setup.y_val, training, setup.classes,
+                             prefix="val_")
         logs["lr"] = optimizer.param_groups[0]["lr"]
         _step_scheduler(scheduler, training, logs)
         history.epochs.append({"epoch": epoch, **logs})
@@ -192,6 +172,83 @@ def fit(model: SpecModel, x: np.ndarray, y: np.ndarray, training: TrainingSpec, 
         callback.on_train_end(state, history)
     model.eval()
     return history
+
+
+def _prepare(model: SpecModel, x: np.ndarray, y: np.ndarray, training: TrainingSpec,
+             device: torch.device) -> _Setup:
+    ys = prepare_targets(y, training.loss)
+    train_idx, val_idx = split(len(x), training.validation_split, training.seed,
+                               labels=_class_labels(ys, training.loss))
+    xs = torch.as_tensor(x)
+    if model.standardize:
+        _fit_standardization(model, xs[train_idx])
+    model.to(device)
+    # Moved once; every batch is an index into these device tensors.
+    x_train, y_train = xs[train_idx].to(device), ys[train_idx].to(device)
+    # Eval mode: batchnorm cannot take batch statistics of one sample (and must not learn them).
+    model.eval()
+    with torch.no_grad():
+        classes = _num_classes(model.logits(x_train[:1]))
+    batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return _Setup(x_train, y_train, xs[val_idx].to(device), ys[val_idx].to(device),
+                  LOSSES.get(training.loss).make(), classes, batchnorm)
+
+
+def _train_epoch(state: FitState, setup: _Setup, training: TrainingSpec,
+                 callbacks: Sequence[Callback]) -> dict[str, float]:
+    model, optimizer = state.model, state.optimizer
+    x_train, y_train = setup.x_train, setup.y_train
+    meters = _Meters(training, setup.classes, x_train.device)
+    model.train()
+    order = torch.randperm(len(x_train), generator=state.generator).to(x_train.device) \
+        if training.shuffle else None
+    starts = _batch_starts(len(x_train), training.batch_size, setup.batchnorm)
+    for batch, start in enumerate(starts):
+        stop = starts[batch + 1] if batch + 1 < len(starts) else len(x_train)
+        if order is None:
+            xb, yb = x_train[start:stop], y_train[start:stop]  # views, no copy
+        else:
+            idx = order[start:stop]
+            xb, yb = x_train[idx], y_train[idx]
+        outputs = model.logits(xb)
+        loss = setup.loss_fn(outputs, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        meters.update(loss, outputs, yb)
+        for callback in callbacks:
+            callback.on_batch_end(state, batch)
+        if state.stop_training:
+            break
+    logs = meters.compute()
+    _check_finite(logs["loss"], state.epoch)
+    return logs
+
+
+def checkpoint(state: FitState) -> dict[str, Any]:
+    """Everything needed to go on after `state.epoch`: weights, optimizer, scheduler, shuffle
+    order, dropout's random state (CPU). Only tensors and plain containers, so it loads with
+    `weights_only=True`."""
+    return {
+        "epoch": state.epoch,
+        "model": {k: v.detach().to("cpu") for k, v in state.model.state_dict().items()},
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
+        "generator": state.generator.get_state() if state.generator is not None else None,
+        "torch_rng": torch.get_rng_state(),  # dropout draws from the global generator
+    }
+
+
+def _restore(state: FitState, saved: dict[str, Any]) -> None:
+    state.model.load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    if state.scheduler is not None and saved.get("scheduler") is not None:
+        state.scheduler.load_state_dict(saved["scheduler"])
+    if state.generator is not None and saved.get("generator") is not None:
+        state.generator.set_state(saved["generator"])
+    if saved.get("torch_rng") is not None:
+        torch.set_rng_state(saved["torch_rng"])
+    state.epoch = int(saved["epoch"])
 
 
 def _batch_starts(n: int, batch_size: int, batchnorm: bool) -> list[int]:

@@ -11,11 +11,12 @@ import os
 from typing import Any
 
 import torch
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 from kombu import Queue
 
 from api.queue import make_celery
 from api.settings import get_settings
+from worker.reaper import Reaper
 
 app = make_celery(get_settings())
 app.conf.task_queues = [Queue("cpu"), *([Queue("gpu")] if torch.cuda.is_available() else [])]
@@ -36,3 +37,20 @@ def _set_threads(**_: Any) -> None:
     threads = get_settings().worker_threads or max(1, (os.cpu_count() or 1) // _processes)
     torch.set_num_threads(threads)
     logging.getLogger("taas").setLevel(logging.INFO)
+
+
+_reaper: Reaper | None = None
+
+
+@worker_ready.connect
+def _start_reaper(**_: Any) -> None:
+    """The reaper runs in the worker's main process: no extra process to remember."""
+    global _reaper
+    _reaper = Reaper(get_settings())
+    _reaper.start()
+
+
+@worker_shutdown.connect
+def _stop_reaper(**_: Any) -> None:
+    if _reaper is not None:
+        _reaper.stopped.set()

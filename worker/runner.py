@@ -1,18 +1,26 @@
 """Runs one job: claim it, train it with dlmodels, store the weights, track it in MLflow.
 
-Failures become a final state with a reason a user can act on: `invalid_spec` for a spec or
-data that cannot train, `training_diverged` for a NaN loss, `device_unavailable`, and
-`internal_error` (with the exception's type and message) for bugs and infrastructure.
+Every way it can end is a final state with a reason a user can act on, or another attempt:
+- user errors are never retried: `invalid_spec` (spec or data that cannot train),
+  `training_diverged` (NaN loss), `device_unavailable`, `time_limit_exceeded`;
+- `tracking_unavailable`: MLflow stayed down longer than TAAS_TRACKING_TIMEOUT;
+- infrastructure errors (database, broker) put the job back in the queue with backoff, for the
+  next attempt, which resumes from the last checkpoint; after TAAS_MAX_ATTEMPTS it fails;
+- anything else is a bug: `internal_error` with the exception's type and message, logged.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 
 import torch
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.db import session_scope
 from api.models import Job
+from api.queue import dispatch
 from api.services.data import check_job
 from api.settings import Settings
 from dlmodels.builder import build_model
@@ -21,8 +29,9 @@ from dlmodels.serialize import sha256, weights_to_bytes
 from dlmodels.spec import JobSpec
 from dlmodels.training import fit, resolve_device
 from worker import store
-from worker.callbacks import LostOwnership, ReportProgress
-from worker.tracking import Tracker
+from worker.callbacks import LostOwnership, ReportProgress, SaveCheckpoints
+from worker.heartbeat import Heartbeat
+from worker.tracking import Tracker, TrackingUnavailable
 
 log = logging.getLogger("taas.worker")
 
@@ -33,6 +42,15 @@ class DeviceUnavailable(Exception):
     pass
 
 
+# Errors that another attempt would only repeat: the job fails at once.
+FINAL_ERRORS: dict[type[Exception], str] = {
+    TrainingDiverged: "training_diverged", SpecError: "invalid_spec",
+    DeviceUnavailable: "device_unavailable", SoftTimeLimitExceeded: "time_limit_exceeded",
+    TrackingUnavailable: "tracking_unavailable",
+}
+INFRASTRUCTURE = (SQLAlchemyError, ConnectionError, OSError)
+
+
 def run_job(job_id: str, settings: Settings) -> None:
     attempt = store.claim(job_id)
     if attempt is None:
@@ -41,35 +59,70 @@ def run_job(job_id: str, settings: Settings) -> None:
     with session_scope() as session:
         job = session.get(Job, job_id)
         assert job is not None
-        name, tenant, raw_spec = job.name, job.tenant, job.spec
+        name, tenant, queue, raw_spec = job.name, job.tenant, job.queue, job.spec
     tracker = Tracker(tracking_uri=settings.mlflow_tracking_uri,
-                      experiment=settings.mlflow_experiment)
+                      experiment=settings.mlflow_experiment, timeout=settings.tracking_timeout)
     try:
-        _train(job_id, attempt, name, tenant, JobSpec.model_validate(raw_spec), tracker, settings)
+        with Heartbeat(job_id, attempt, settings.heartbeat_interval) as heartbeat:
+            _train(job_id, attempt, name, tenant, JobSpec.model_validate(raw_spec), tracker,
+                   settings, heartbeat)
+        _end_run(job_id, tracker, "FINISHED")
     except LostOwnership as error:  # cancelled: the database already says so
         log.info("%s", error)
-        tracker.end("KILLED")
+        _end_run(job_id, tracker, "KILLED")
     except Exception as error:
-        error_type, message = _classify(error)
-        if error_type == "internal_error":
-            log.exception("job %s failed", job_id)
-        store.fail(job_id, attempt, error_type=error_type, message=message)
-        tracker.end("FAILED")
+        _handle_failure(job_id, attempt, queue, error, tracker, settings)
 
 
-def _classify(error: Exception) -> tuple[str, str]:
-    if isinstance(error, TrainingDiverged):
-        return "training_diverged", str(error)
+def _handle_failure(job_id: str, attempt: int, queue: str, error: Exception, tracker: Tracker,
+                    settings: Settings) -> None:
+    final_error = next((kind for cls, kind in FINAL_ERRORS.items() if isinstance(error, cls)),
+                      None)
+    if final_error is None and isinstance(error, INFRASTRUCTURE) \
+            and attempt < settings.max_attempts:
+        log.warning("job %s attempt %s hit an infrastructure error, re-queued: %s", job_id,
+                    attempt, error)
+        _end_run(job_id, tracker, "FAILED")
+        if store.requeue(job_id, attempt, reason=f"{type(error).__name__}: {error}"):
+            dispatch(job_id, queue, countdown=min(60, 2 ** attempt))
+        return
+    if final_error is None:
+        log.exception("job %s failed", job_id, exc_info=error)
+    store.fail(job_id, attempt, error_type=final_error or "internal_error",
+               message=_message(error))
+    _end_run(job_id, tracker, "FAILED")
+
+
+def _message(error: Exception) -> str:
     if isinstance(error, SpecError):
         where = ".".join(map(str, error.loc))
-        return "invalid_spec", f"{where}: {error.message}" if where else error.message
-    if isinstance(error, DeviceUnavailable):
-        return "device_unavailable", str(error)
-    return "internal_error", f"{type(error).__name__}: {error}"
+        return f"{where}: {error.message}" if where else error.message
+    if isinstance(error, SoftTimeLimitExceeded):
+        return "the job ran past TAAS_JOB_TIME_LIMIT and was stopped"
+    if isinstance(error, TrainingDiverged | DeviceUnavailable | TrackingUnavailable):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def _end_run(job_id: str, tracker: Tracker, status: str) -> None:
+    """End the MLflow run; if MLflow is down, the reaper ends it later (never left RUNNING)."""
+    if not tracker.end(status):
+        store.mark_mlflow_end_pending(job_id, status)
+
+
+def _resume_state(job_id: str, attempt: int) -> dict[str, object] | None:
+    if attempt == 1:
+        return None
+    saved = store.load_checkpoint(job_id)
+    if saved is None or sha256(saved.data) != saved.sha256:
+        return None
+    state: dict[str, object] = torch.load(io.BytesIO(saved.data), weights_only=True)
+    log.info("job %s attempt %s resumes after epoch %s", job_id, attempt, state["epoch"])
+    return state
 
 
 def _train(job_id: str, attempt: int, name: str, tenant: str, spec: JobSpec, tracker: Tracker,
-           settings: Settings) -> None:
+           settings: Settings, heartbeat: Heartbeat) -> None:
     try:
         device = resolve_device(spec.training.device)
     except RuntimeError as error:
@@ -85,13 +138,16 @@ def _train(job_id: str, attempt: int, name: str, tenant: str, spec: JobSpec, tra
         torch.manual_seed(spec.training.seed)
     model = build_model(spec.model, loss=spec.training.loss,
                         standardize=spec.training.standardize)
-    progress = ReportProgress(job_id=job_id, attempt=attempt, tracker=tracker,
-                              interval=settings.progress_interval)
-    fit(model, x, y, spec.training, callbacks=[progress], device=device)
+    callbacks = [
+        ReportProgress(job_id=job_id, attempt=attempt, tracker=tracker, heartbeat=heartbeat,
+                       interval=settings.progress_interval, db_timeout=settings.heartbeat_timeout),
+        SaveCheckpoints(job_id=job_id, attempt=attempt, interval=settings.checkpoint_interval),
+    ]
+    fit(model, x, y, spec.training, callbacks=callbacks, device=device,
+        resume=_resume_state(job_id, attempt))
     model.to("cpu").eval()
     weights = weights_to_bytes(model)
     tracker.log_model(model, x_example=x[:EXAMPLE_ROWS].copy(), registered_name=name)
-    if store.succeed(job_id, attempt, weights=weights, sha256=sha256(weights)):
-        tracker.end("FINISHED")
-    else:
+    if not store.succeed(job_id, attempt, weights=weights, sha256=sha256(weights)):
         raise LostOwnership(f"job {job_id} attempt {attempt} no longer runs")
+    store.drop_checkpoint(job_id)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import delete, insert, update
 
 from api.db import session_scope
-from api.models import Job, JobEpoch, JobStatus, JobWeights, utcnow
+from api.models import Job, JobCheckpoint, JobEpoch, JobStatus, JobWeights, utcnow
 
 
 def claim(job_id: str) -> int | None:
@@ -85,3 +85,39 @@ def fail(job_id: str, attempt: int, *, error_type: str, message: str) -> bool:
             status=JobStatus.failed, finished_at=utcnow(), error_type=error_type,
             error_message=message[:4000]))
         return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def requeue(job_id: str, attempt: int, *, reason: str) -> bool:
+    """running (this attempt) -> queued, for another attempt after an infrastructure error."""
+    with session_scope() as session:
+        result = session.execute(_running(job_id, attempt).values(
+            status=JobStatus.queued, dispatched_at=utcnow(), error_type=None,
+            error_message=f"attempt {attempt} interrupted: {reason}"[:4000]))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def save_checkpoint(job_id: str, attempt: int, *, epoch: int, data: bytes, sha256: str) -> bool:
+    with session_scope() as session:
+        owns = session.execute(_running(job_id, attempt).values(heartbeat_at=utcnow()))
+        if not owns.rowcount:  # type: ignore[attr-defined]
+            return False
+        session.merge(JobCheckpoint(job_id=job_id, epoch=epoch, data=data, sha256=sha256))
+        return True
+
+
+def load_checkpoint(job_id: str) -> JobCheckpoint | None:
+    with session_scope() as session:
+        found = session.get(JobCheckpoint, job_id)
+        if found is not None:
+            session.expunge(found)
+        return found
+
+
+def drop_checkpoint(job_id: str) -> None:
+    with session_scope() as session:
+        session.execute(delete(JobCheckpoint).where(JobCheckpoint.job_id == job_id))
+
+
+def mark_mlflow_end_pending(job_id: str, status: str | None) -> None:
+    with session_scope() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(mlflow_end_pending=status))

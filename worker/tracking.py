@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import mlflow
 import mlflow.pytorch
 import numpy as np
+import requests
 import torch
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
@@ -26,6 +28,14 @@ from mlflow.tracking import MlflowClient
 import dlmodels
 from dlmodels.builder import SpecModel
 from dlmodels.spec import JobSpec
+from worker.retry import with_backoff
+
+# MLflow's client retries each request for minutes by default; this module's own retry, with
+# its deadline (TAAS_TRACKING_TIMEOUT), decides instead.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+T = TypeVar("T")
 
 log = logging.getLogger("taas.tracking")
 
@@ -54,13 +64,33 @@ def spec_params(spec: JobSpec) -> dict[str, str]:
     return {key[:250]: text[:PARAM_VALUE_LIMIT] for key, text in flatten(data)}
 
 
+class TrackingUnavailable(Exception):
+    """MLflow stayed unreachable longer than the tracking timeout."""
+
+
+# Errors that mean "MLflow is not answering", as opposed to a bug in what we send.
+TRANSIENT = (MlflowException, requests.exceptions.RequestException, ConnectionError, OSError)
+
+
 class Tracker:
-    def __init__(self, *, tracking_uri: str, experiment: str) -> None:
+    """One job attempt's MLflow run. Metrics are buffered; a failed flush keeps them for the
+    next one, and only an outage longer than `timeout` seconds fails the job."""
+
+    def __init__(self, *, tracking_uri: str, experiment: str, timeout: float) -> None:
         mlflow.set_tracking_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri)
         self.experiment = experiment
+        self.timeout = timeout
         self.run_id: str | None = None
         self._pending: list[Metric] = []
+        self._down_since: float | None = None
+
+    def _retry(self, call: Callable[[], T], what: str) -> T:
+        try:
+            return with_backoff(call, retry_on=TRANSIENT, timeout=self.timeout, what=what)
+        except TRANSIENT as error:
+            raise TrackingUnavailable(f"MLflow at {self.client.tracking_uri} is unreachable "
+                                      f"({what}): {type(error).__name__}: {error}") from error
 
     def experiment_id(self) -> str:
         found = self.client.get_experiment_by_name(self.experiment)
@@ -76,8 +106,20 @@ class Tracker:
 
     def start(self, *, job_id: str, name: str, tenant: str, attempt: int, spec: JobSpec,
               summary_text: str) -> tuple[str, str]:
-        """Create the run with its params and spec/summary artifacts; returns (exp id, run id)."""
+        """The attempt's run (re-used if a retry of this attempt made it already), with params
+        and the spec/summary artifacts; returns (experiment id, run id)."""
+        return self._retry(lambda: self._start(job_id, name, tenant, attempt, spec,
+                                               summary_text), "start run")
+
+    def _start(self, job_id: str, name: str, tenant: str, attempt: int, spec: JobSpec,
+               summary_text: str) -> tuple[str, str]:
         experiment_id = self.experiment_id()
+        existing = self.client.search_runs(
+            [experiment_id], f"tags.`taas.job_id` = '{job_id}' and "
+                             f"tags.`taas.attempt` = '{attempt}'", max_results=1)
+        if existing:
+            self.run_id = existing[0].info.run_id
+            return experiment_id, self.run_id
         tags = {"taas.job_id": job_id, "taas.attempt": str(attempt)}
         if tenant:
             tags["taas.tenant"] = tenant
@@ -95,11 +137,29 @@ class Tracker:
         now = int(time.time() * 1000)
         self._pending += [Metric(key, float(value), now, epoch) for key, value in logs.items()]
 
-    def flush(self) -> None:
+    def flush(self, *, final: bool = False) -> None:
+        """Send buffered metrics in batches. While MLflow is down they stay buffered (training
+        goes on); down for longer than the timeout, or at the final flush, it raises."""
+        if final:
+            self._retry(self._send, "log metrics")
+            return
+        try:
+            self._send()
+            self._down_since = None
+        except TRANSIENT as error:
+            self._down_since = self._down_since or time.monotonic()
+            if time.monotonic() - self._down_since > self.timeout:
+                raise TrackingUnavailable(f"MLflow has been unreachable for over "
+                                          f"{self.timeout:g}s: {error}") from error
+            log.warning("MLflow unreachable, %d metric values kept for later: %s",
+                        len(self._pending), error)
+
+    def _send(self) -> None:
         assert self.run_id is not None
-        pending, self._pending = self._pending, []
-        for start in range(0, len(pending), MAX_BATCH):
-            self.client.log_batch(self.run_id, metrics=pending[start:start + MAX_BATCH])
+        while self._pending:
+            batch = self._pending[:MAX_BATCH]
+            self.client.log_batch(self.run_id, metrics=batch)
+            del self._pending[:len(batch)]
 
     def log_model(self, model: SpecModel, *, x_example: np.ndarray, registered_name: str) -> None:
         """The model in MLflow's pytorch format, with signature and input example, registered.
@@ -111,17 +171,26 @@ class Tracker:
         with torch.inference_mode():
             outputs = model(torch.as_tensor(x_example)).numpy()
         signature = infer_signature(x_example, outputs)
-        with mlflow.start_run(run_id=self.run_id):
-            mlflow.pytorch.log_model(
-                model, name="model", signature=signature, input_example=x_example,
-                registered_model_name=registered_name,
-                code_paths=[str(Path(dlmodels.__file__).parent)],
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
-                                  f"numpy=={np.__version__}", "pydantic>=2"],
-            )
 
-    def end(self, status: str) -> None:
-        """status: FINISHED, FAILED or KILLED."""
-        if self.run_id is not None:
-            self.client.set_terminated(self.run_id, status=RunStatus.to_string(
-                getattr(RunStatus, status)))
+        def log() -> None:
+            with mlflow.start_run(run_id=self.run_id):
+                mlflow.pytorch.log_model(
+                    model, name="model", signature=signature, input_example=x_example,
+                    registered_model_name=registered_name,
+                    code_paths=[str(Path(dlmodels.__file__).parent)],
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
+                                      f"numpy=={np.__version__}", "pydantic>=2"])
+
+        self._retry(log, "log model")
+
+    def end(self, status: str) -> bool:
+        """FINISHED, FAILED or KILLED; False when MLflow could not be told (retry later)."""
+        if self.run_id is None:
+            return True
+        run_id = self.run_id
+        try:
+            self._retry(lambda: self.client.set_terminated(run_id, status=status), "end run")
+            return True
+        except TrackingUnavailable as error:
+            log.warning("could not end MLflow run %s as %s: %s", run_id, status, error)
+            return False

@@ -39,7 +39,8 @@ def create_job(session: Session, *, spec: JobSpec, tenant: str,
     job = Job(id=job_id, tenant=tenant, name=spec.name or f"job-{job_id[:8]}",
               status=JobStatus.queued, queue="gpu" if spec.training.device == "cuda" else "cpu",
               spec=spec.model_dump(mode="json", exclude_none=True), summary=summary.model_dump(),
-              epochs=spec.training.epochs, idempotency_key=idempotency_key)
+              epochs=spec.training.epochs, idempotency_key=idempotency_key,
+              dispatched_at=utcnow())
     session.add(job)
     try:
         session.commit()

@@ -1,0 +1,100 @@
+"""The reaper: finds jobs that lost their worker or their broker message, and fixes them.
+
+It runs as a thread in every worker's main process (so no extra process has to be run), every
+heartbeat interval. Its updates are conditional, so several reapers never act twice:
+- a running job whose heartbeat is older than the timeout goes back to queued (and is sent
+  again) while attempts remain, else fails with `worker_lost`;
+- a queued job sent longer ago than `requeue_after` and never claimed is sent again (its
+  message was lost, e.g. in a Redis restart, or the broker was down);
+- a finished job whose MLflow run could not be ended (MLflow was down) is ended now.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from api.db import session_scope
+from api.models import Job, JobStatus, utcnow
+from api.queue import dispatch
+from api.settings import Settings
+
+log = logging.getLogger("taas.reaper")
+
+
+def reap_lost_workers(settings: Settings) -> list[str]:
+    cutoff = utcnow() - timedelta(seconds=settings.heartbeat_timeout)
+    with session_scope() as session:
+        stale = session.execute(select(Job.id, Job.attempt, Job.queue).where(
+            Job.status == JobStatus.running, Job.heartbeat_at < cutoff)).all()
+    requeued = []
+    for job_id, attempt, queue in stale:
+        still_stale = (Job.id == job_id, Job.attempt == attempt,
+                       Job.status == JobStatus.running, Job.heartbeat_at < cutoff)
+        with session_scope() as session:
+            if attempt >= settings.max_attempts:
+                session.execute(update(Job).where(*still_stale).values(
+                    status=JobStatus.failed, finished_at=utcnow(), error_type="worker_lost",
+                    error_message=f"the worker running attempt {attempt} of "
+                                  f"{settings.max_attempts} stopped answering (no heartbeat "
+                                  f"for {settings.heartbeat_timeout:g}s); giving up"))
+                continue
+            result = session.execute(update(Job).where(*still_stale).values(
+                status=JobStatus.queued, dispatched_at=utcnow()))
+        if result.rowcount:  # type: ignore[attr-defined]
+            log.warning("job %s lost its worker on attempt %s; re-queued", job_id, attempt)
+            requeued.append((job_id, queue))
+    for job_id, queue in requeued:
+        dispatch(job_id, queue)
+    return [job_id for job_id, _ in requeued]
+
+
+def resend_unclaimed(settings: Settings) -> list[str]:
+    cutoff = utcnow() - timedelta(seconds=settings.requeue_after)
+    with session_scope() as session:
+        waiting = session.execute(select(Job.id, Job.queue).where(
+            Job.status == JobStatus.queued, Job.dispatched_at < cutoff)).all()
+        for job_id, _ in waiting:
+            session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.queued)
+                            .values(dispatched_at=utcnow()))
+    for job_id, queue in waiting:
+        dispatch(job_id, queue)  # a duplicate is harmless: only one claim can win
+    return [job_id for job_id, _ in waiting]
+
+
+def end_pending_runs(settings: Settings) -> None:
+    from worker.tracking import Tracker  # MLflow is imported only where it is used
+
+    with session_scope() as session:
+        pending = session.execute(select(Job.id, Job.mlflow_run_id, Job.mlflow_end_pending)
+                                  .where(Job.mlflow_end_pending.is_not(None))).all()
+    for job_id, run_id, status in pending:
+        tracker = Tracker(tracking_uri=settings.mlflow_tracking_uri,
+                          experiment=settings.mlflow_experiment, timeout=0)
+        tracker.run_id = run_id
+        if tracker.end(str(status)):
+            with session_scope() as session:
+                session.execute(update(Job).where(Job.id == job_id)
+                                .values(mlflow_end_pending=None))
+
+
+def reap_once(settings: Settings) -> None:
+    for step in (reap_lost_workers, resend_unclaimed, end_pending_runs):
+        try:
+            step(settings)
+        except Exception as error:  # the database or broker may be down; try next round
+            log.warning("reaper: %s failed: %s: %s", step.__name__, type(error).__name__, error)
+
+
+class Reaper(threading.Thread):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(name="taas-reaper", daemon=True)
+        self.settings = settings
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.settings.heartbeat_interval):
+            reap_once(self.settings)
