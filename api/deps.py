@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import hmac
+import math
 from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
+from api.auth import RateLimiter, auth_enabled, tenant_for_key
 from api.db import get_sessionmaker
-from api.errors import Unauthorized
+from api.errors import TooManyRequests, Unauthorized
 from api.services.predict import ModelCache
 from api.settings import Settings, get_settings
 
@@ -25,23 +26,30 @@ def get_model_cache(request: Request) -> ModelCache:
     return cache
 
 
-def get_tenant(settings: Annotated[Settings, Depends(get_settings)],
-               authorization: Annotated[str | None, Header()] = None) -> str:
-    """The tenant owning the API key; "" when no keys are configured (auth off)."""
-    keys = settings.api_key_map()
-    if not keys:
-        return ""
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthorized("this API needs `Authorization: Bearer <key>`",
-                           headers={"WWW-Authenticate": "Bearer"})
-    for key, tenant in keys.items():
-        if hmac.compare_digest(key.encode(), token.encode()):
-            return tenant
-    raise Unauthorized("unknown API key", headers={"WWW-Authenticate": "Bearer"})
-
-
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_tenant(request: Request, settings: SettingsDep, session: SessionDep,
+               authorization: Annotated[str | None, Header()] = None) -> str:
+    """The tenant owning the API key ("" when no keys exist: auth off), within its rate."""
+    tenant = ""
+    if auth_enabled(session, settings):
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("this API needs `Authorization: Bearer <key>`",
+                               headers={"WWW-Authenticate": "Bearer"})
+        found = tenant_for_key(session, settings, token.strip())
+        if found is None:
+            raise Unauthorized("unknown API key", headers={"WWW-Authenticate": "Bearer"})
+        tenant = found
+    limiter: RateLimiter = request.app.state.rate_limiter
+    wait = limiter.take(tenant)
+    if wait:
+        raise TooManyRequests(f"more than {settings.rate_limit:g} requests per second; retry "
+                              f"in {wait:.2f}s", headers={"Retry-After": str(math.ceil(wait))})
+    return tenant
+
+
 TenantDep = Annotated[str, Depends(get_tenant)]
 CacheDep = Annotated[ModelCache, Depends(get_model_cache)]

@@ -54,6 +54,10 @@ class Unauthorized(ServiceError):
     status_code, type = 401, "unauthorized"
 
 
+class TooManyRequests(ServiceError):
+    status_code, type = 429, "too_many_requests"
+
+
 class Unavailable(ServiceError):
     status_code, type = 503, "unavailable"
 

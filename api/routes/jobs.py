@@ -25,7 +25,8 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
              summary="Submit a training job (queued; 422 for a spec that cannot run)")
 def submit_job(body: JobCreate, session: SessionDep, tenant: TenantDep, settings: SettingsDep,
                idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobOut:
-    job = jobs.create_job(session, spec=body, tenant=tenant, idempotency_key=idempotency_key)
+    job = jobs.create_job(session, spec=body, tenant=tenant, idempotency_key=idempotency_key,
+                          settings=settings)
     return jobs.job_out(job, settings)
 
 

@@ -7,11 +7,11 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.errors import Conflict, NotFound, Unavailable
+from api.errors import Conflict, InvalidInput, NotFound, TooManyRequests, Unavailable
 from api.models import Job, JobEpoch, JobStatus, new_id, utcnow
 from api.queue import dispatch
 from api.schemas import JobError, JobOut, Progress
@@ -23,8 +23,8 @@ from dlmodels.spec import JobSpec
 log = logging.getLogger("taas.jobs")
 
 
-def create_job(session: Session, *, spec: JobSpec, tenant: str,
-               idempotency_key: str | None) -> Job:
+def create_job(session: Session, *, spec: JobSpec, tenant: str, idempotency_key: str | None,
+               settings: Settings) -> Job:
     """Check the spec, store the job as queued, then send its id to the queue.
 
     If the broker cannot take the message the row is removed again and the caller gets 503:
@@ -34,7 +34,9 @@ def create_job(session: Session, *, spec: JobSpec, tenant: str,
         existing = _by_idempotency_key(session, tenant, idempotency_key)
         if existing is not None:
             return _same_spec_or_conflict(existing, spec)
-    summary, _ = check_job(spec, session=session, tenant=tenant)
+    summary, (x, _) = check_job(spec, session=session, tenant=tenant)
+    _check_limits(session, spec=spec, tenant=tenant, total_params=summary.total_params,
+                  samples=len(x), settings=settings)
     job_id = new_id()
     job = Job(id=job_id, tenant=tenant, name=spec.name or f"job-{job_id[:8]}",
               status=JobStatus.queued, queue="gpu" if spec.training.device == "cuda" else "cpu",
@@ -60,6 +62,22 @@ def create_job(session: Session, *, spec: JobSpec, tenant: str,
         raise Unavailable("the job queue (broker) is unreachable; nothing was stored, retry "
                           "shortly", headers={"Retry-After": "5"}) from error
     return job
+
+
+def _check_limits(session: Session, *, spec: JobSpec, tenant: str, total_params: int,
+                  samples: int, settings: Settings) -> None:
+    if total_params > settings.max_params:
+        raise InvalidInput(f"the model has {total_params:,} parameters; the limit is "
+                           f"{settings.max_params:,}", ["model"])
+    work = spec.training.epochs * samples
+    if work > settings.max_epoch_samples:
+        raise InvalidInput(f"{spec.training.epochs} epochs x {samples} samples = {work:,}; the "
+                           f"limit is {settings.max_epoch_samples:,}", ["training", "epochs"])
+    in_flight = session.scalar(select(func.count()).select_from(Job).where(
+        Job.tenant == tenant, Job.status.in_([JobStatus.queued, JobStatus.running])))
+    if (in_flight or 0) >= settings.max_concurrent_jobs:
+        raise TooManyRequests(f"{in_flight} jobs are queued or running; the limit is "
+                              f"{settings.max_concurrent_jobs}", headers={"Retry-After": "10"})
 
 
 def _by_idempotency_key(session: Session, tenant: str, key: str) -> Job | None:
@@ -103,8 +121,6 @@ def _encode_cursor(job: Job) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    from api.errors import InvalidInput
-
     try:
         created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
         return datetime.fromisoformat(created), job_id

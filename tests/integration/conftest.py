@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -69,8 +69,8 @@ def redis_broker() -> str:
 
 
 def _build_stack(kind: str, workdir: Path, mlflow_url: str, request: pytest.FixtureRequest,
-                 ) -> Stack:
-    env = base_env(workdir, mlflow_url)
+                 extra_env: dict[str, str] | None = None) -> Stack:
+    env = base_env(workdir, mlflow_url) | (extra_env or {})
     if kind == "postgres-redis":
         env["TAAS_DATABASE_URL"] = request.getfixturevalue("postgres_database")
         env["TAAS_BROKER_URL"] = request.getfixturevalue("redis_broker")
@@ -94,6 +94,64 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     yield built
     built.stop()
     _raise_if_crashed(built.processes.values())
+
+
+StackFactory = Callable[..., Stack]
+
+
+@pytest.fixture
+def stack_factory(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                  mlflow_server: str) -> Iterator[StackFactory]:
+    """Builds extra stacks with their own settings (env), e.g. shrunk timeouts or auth on;
+    each gets a fresh database (Postgres: its own), stopped at the end of the test.
+
+    `make(kind, env={...}, workers=1, api=True)`.
+    """
+    built: list[Stack] = []
+
+    def make(kind: str = "postgres-redis", *, env: dict[str, str] | None = None,
+             workers: int = 1, api: bool = True) -> Stack:
+        extra = dict(env or {})
+        if kind == "postgres-redis" and "TAAS_BROKER_URL" not in extra:
+            extra["TAAS_BROKER_URL"] = _fresh_redis_database()
+        if kind == "postgres-redis":
+            extra.setdefault("TAAS_DATABASE_URL", _fresh_postgres_database(request))
+        new = _build_stack(kind, tmp_path_factory.mktemp(kind), mlflow_server, request, extra)
+        built.append(new)
+        for index in range(workers):
+            new.start_worker(f"worker{index}")
+        if api:
+            new.start_api()
+        return new
+
+    yield make
+    for each in built:
+        each.stop()
+
+
+def _fresh_postgres_database(request: pytest.FixtureRequest) -> str:
+    name = f"taas_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as error:
+        _unreachable("PostgreSQL", error)
+
+    def drop() -> None:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    request.addfinalizer(drop)
+    return f"postgresql+psycopg://{PG_ADMIN_URL.split('://', 1)[1].rsplit('/', 1)[0]}/{name}"
+
+
+def _fresh_redis_database() -> str:
+    url = f"{REDIS_URL}/{uuid.uuid4().int % 16}"  # an index of its own, most likely
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=5).flushdb()
+    except redis.exceptions.ConnectionError as error:
+        _unreachable("Redis", error)
+    return url
 
 
 def _raise_if_crashed(processes: object) -> None:

@@ -1,0 +1,78 @@
+"""API keys and per-tenant request rates (no FastAPI here; api.deps wires it into requests).
+
+Keys come from TAAS_API_KEYS (`tenant:key,...`) or are created with `taas keys create TENANT`
+and stored as sha256 hashes only. Auth is on as soon as either kind exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session
+
+from api.models import ApiKey
+from api.settings import Settings
+
+KEY_PREFIX = "taas_"
+_STORED_KEYS_TTL = 5.0  # seconds a "stored keys exist?" answer is reused
+_stored_cache: tuple[float, bool] = (0.0, False)
+
+
+def hash_key(key: str) -> str:
+    # Keys are 256-bit random tokens, so a plain sha256 cannot be brute-forced.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key(session: Session, *, tenant: str) -> str:
+    """A new key for `tenant`; the key itself is returned once and never stored."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiKey(key_hash=hash_key(key), tenant=tenant, prefix=key[:12]))
+    session.commit()
+    return key
+
+
+def _stored_keys_exist(session: Session) -> bool:
+    global _stored_cache
+    checked_at, found = _stored_cache
+    if time.monotonic() - checked_at > _STORED_KEYS_TTL:
+        found = bool(session.scalar(select(exists().where(ApiKey.revoked_at.is_(None)))))
+        _stored_cache = (time.monotonic(), found)
+    return found
+
+
+def auth_enabled(session: Session, settings: Settings) -> bool:
+    return bool(settings.api_key_map()) or _stored_keys_exist(session)
+
+
+def tenant_for_key(session: Session, settings: Settings, key: str) -> str | None:
+    for known, tenant in settings.api_key_map().items():
+        if hmac.compare_digest(known.encode(), key.encode()):
+            return tenant
+    stored = session.get(ApiKey, hash_key(key))
+    return stored.tenant if stored is not None and stored.revoked_at is None else None
+
+
+class RateLimiter:
+    """A token bucket per tenant: `rate` requests a second, bursts of up to `burst`."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, tenant: str) -> float:
+        """0 when the request may go on, else the seconds to wait before retrying."""
+        with self._lock:
+            now = time.monotonic()
+            tokens, last = self._buckets.get(tenant, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+            if tokens >= 1:
+                self._buckets[tenant] = (tokens - 1, now)
+                return 0.0
+            self._buckets[tenant] = (tokens, now)
+            return (1 - tokens) / self.rate

@@ -1,0 +1,73 @@
+"""Request guards that run before any body is parsed: size (413) and media type (415).
+
+A pure ASGI middleware, so a too-large body is refused from its Content-Length before it is
+read, and a chunked body as soon as the bytes read pass the limit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from starlette.exceptions import HTTPException
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# Routes that take other bodies than JSON (they check their media types themselves).
+RAW_BODY_PATHS = ("/v1/datasets",)
+JSON_TYPES = ("application/json",)
+
+
+class RequestGuard:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, max_upload_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.max_upload_bytes = max_upload_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        upload = scope["path"].startswith(RAW_BODY_PATHS)
+        limit = self.max_upload_bytes if upload else self.max_bytes
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            await _refuse(send, 413, "payload_too_large",
+                          f"the request body is larger than {limit} bytes")
+            return
+        media = headers.get("content-type", "").split(";")[0].strip().lower()
+        has_body = length not in (None, "0") or "chunked" in headers.get("transfer-encoding", "")
+        if has_body and media not in JSON_TYPES and not upload:
+            await _refuse(send, 415, "unsupported_media_type",
+                          f"this API takes JSON bodies (content-type: application/json), not "
+                          f"{media or 'an untyped body'}")
+            return
+        await self.app(scope, self._limited(receive, limit), send)
+
+    def _limited(self, receive: Receive, limit: int) -> Receive:
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise HTTPException(413, f"the request body is larger than {limit} bytes")
+            return message
+
+        return limited
+
+
+async def _refuse(send: Send, status: int, kind: str, message: str) -> None:
+    body = json.dumps({"error": {"type": kind, "message": message}}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,155 @@
+"""B1: training throughput of dlmodels' `fit`, as the worker runs it, against reference loops.
+
+The dlmodels arm is the worker's path: `build_model` + `fit` with the worker's own
+`ReportProgress` callback (progress and epoch rows to the job's row in Postgres, metrics to a
+real `mlflow server` through `worker.tracking.Tracker`, batched every TAAS_PROGRESS_INTERVAL).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench import b1_loops
+from bench.b1_loops import SEED, Case, Run
+from bench.common import BenchResult, Config, interleave
+from bench.stack import Services
+from dlmodels.builder import SpecModel, build_model
+from dlmodels.callbacks import Callback, FitState
+from dlmodels.spec import JobSpec
+
+ARMS = ("dlmodels", "hand-written", "DataLoader", "Lightning")
+ANCHOR = "hand-written"
+LOSS_TOLERANCE = 1e-6  # relative: "the same final loss"
+
+
+class EpochClock(Callback):
+    """Runs after ReportProgress: an epoch's time includes the progress/MLflow writes."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.mark = 0.0
+
+    def on_train_begin(self, state: FitState) -> None:
+        self.mark = time.perf_counter()
+
+    def on_epoch_end(self, state: FitState, epoch: int, logs: dict[str, float]) -> None:
+        now = time.perf_counter()
+        self.run.epoch_seconds.append(now - self.mark)
+        self.run.final_loss = logs["loss"]
+        self.mark = now
+
+
+def _use_database(services: Services) -> None:
+    """Point this process' api.db at the bench database (ReportProgress writes to it)."""
+    from api import db, settings
+
+    env = services.migrated_env()
+    for key in ("TAAS_DATABASE_URL", "TAAS_MLFLOW_TRACKING_URI", "TAAS_PROGRESS_INTERVAL"):
+        os.environ[key] = env[key]
+    settings.get_settings.cache_clear()
+    db.get_engine.cache_clear()
+    db.get_sessionmaker.cache_clear()
+
+
+def _running_job(name: str, epochs: int) -> str:
+    """A job row in state `running`, attempt 1, as a claimed job has."""
+    from api.db import session_scope
+    from api.models import Job, JobStatus, new_id
+
+    job_id = new_id()
+    with session_scope() as session:
+        session.add(Job(id=job_id, tenant="", name=name, status=JobStatus.running, queue="cpu",
+                        spec={}, summary={}, epochs=epochs, attempt=1))
+    return job_id
+
+
+def _job_spec(case: Case) -> JobSpec:
+    return JobSpec.model_validate({
+        "name": "bench-b1",
+        "model": {"input_shape": case.input_shape, "layers": case.layers},
+        "training": {"optimizer": {"type": "adam", "lr": b1_loops.LR}, "loss": "cross_entropy",
+                     "epochs": case.epochs, "batch_size": case.batch_size, "seed": SEED,
+                     "device": "cpu"},
+        "data": {"dataset_id": "bench-synthetic"}})
+
+
+def dlmodels_arm(case: Case, spec: JobSpec, initial: SpecModel) -> Run:
+    from api.settings import get_settings
+    from dlmodels.training import fit
+    from worker.callbacks import ReportProgress
+    from worker.tracking import Tracker
+
+    settings = get_settings()
+    model = copy.deepcopy(initial)
+    job_id = _running_job(spec.name or "bench-b1", case.epochs)
+    tracker = Tracker(tracking_uri=settings.mlflow_tracking_uri, experiment="taas-bench-b1")
+    tracker.start(job_id=job_id, name=f"b1 {case.name}", tenant="", attempt=1, spec=spec,
+                  summary_text="")
+    progress = ReportProgress(job_id=job_id, attempt=1, tracker=tracker,
+                              interval=settings.progress_interval)
+    run = Run()
+    begin = time.perf_counter()
+    fit(model, case.x, case.y, spec.training, callbacks=[progress, EpochClock(run)],
+        device=torch.device("cpu"))
+    run.call_seconds = time.perf_counter() - begin
+    tracker.end("FINISHED")
+    return run
+
+
+def _arms(case: Case) -> dict[str, Callable[[], dict[str, Any]]]:
+    spec = _job_spec(case)
+    torch.manual_seed(SEED)
+    initial = build_model(spec.model, loss="cross_entropy")
+    n = len(case.x)
+
+    def sample(fn: Callable[[], Run]) -> Callable[[], dict[str, Any]]:
+        def call() -> dict[str, Any]:
+            run = fn()
+            return {"epoch": [n / s for s in run.epoch_seconds],
+                    "call": n * case.epochs / run.call_seconds, "loss": run.final_loss}
+        return call
+
+    def plain(loop: Callable[[nn.Module, Case], Run]) -> Callable[[], Run]:
+        return lambda: loop(copy.deepcopy(initial.layers), case)
+
+    return {"dlmodels": sample(lambda: dlmodels_arm(case, spec, initial)),
+            "hand-written": sample(plain(b1_loops.hand_written)),
+            "DataLoader": sample(plain(b1_loops.dataloader)),
+            "Lightning": sample(plain(b1_loops.lightning))}
+
+
+def run(config: Config, services: Services) -> BenchResult:
+    result = BenchResult("B1", "training throughput (samples/s per epoch)")
+    torch.set_num_threads(os.cpu_count() or 1)
+    _use_database(services)
+    rounds = config.pick(3, 1)
+    for case in b1_loops.cases(config.smoke):
+        samples = interleave(_arms(case), rounds=rounds, warmup=1)
+        per_epoch = result.add_arms(case.name, samples, "epoch", "samples/s", ANCHOR)
+        result.add_arms(case.name, samples, "call", "samples/s", ANCHOR)
+        losses = result.add_arms(case.name, samples, "loss", "final loss", ANCHOR)
+        ours = per_epoch["dlmodels"]
+        result.target(f"{case.name}: dlmodels / hand-written", ours.ratio or 0, "x", ">= 0.97",
+                      (ours.ratio or 0) >= 0.97)
+        for other in ("DataLoader", "Lightning"):
+            speedup = ours.median / per_epoch[other].median
+            result.target(f"{case.name}: dlmodels / {other}", speedup, "x", "> 1",
+                          speedup > 1)
+        base = losses[ANCHOR].median
+        for arm in ("dlmodels", "DataLoader", "Lightning"):
+            diff = max(abs(v - base) for v in samples[arm]["loss"]) / max(abs(base), 1e-12)
+            result.target(f"{case.name}: final loss {arm} vs hand-written", diff, "rel. diff",
+                          f"<= {LOSS_TOLERANCE:g}", diff <= LOSS_TOLERANCE)
+    result.notes.append(
+        f"{rounds} interleaved rounds after 1 warm-up; 'epoch' = samples / each epoch's time "
+        "after setup (dlmodels' includes its ReportProgress writes to Postgres and MLflow); "
+        "'call' = samples x epochs / the whole call; torch threads = "
+        f"{torch.get_num_threads()}")
+    return result

@@ -1,0 +1,136 @@
+"""The real stack for benchmarks, started with the integration tests' helpers: a Postgres
+database of its own (migrated), a Redis database index of its own, an `mlflow server`, a
+`celery worker` and `uvicorn`. Only the bench's own processes and databases are touched."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+
+from bench.jobs import wait_worker_ready
+from tests.integration.stack import (
+    PG_ADMIN_URL,
+    REDIS_URL,
+    Process,
+    Stack,
+    base_env,
+    free_port,
+    migrate,
+    start_mlflow,
+)
+
+
+def _pg_url(name: str) -> str:
+    return f"postgresql+psycopg://{PG_ADMIN_URL.split('://', 1)[1].rsplit('/', 1)[0]}/{name}"
+
+
+def _free_redis_index() -> int:
+    """A Redis database index that holds no keys (tests pick theirs at random)."""
+    for index in (15, 14, 13, 12, 11, 10, 9, 8):
+        client = redis.Redis.from_url(f"{REDIS_URL}/{index}", socket_connect_timeout=5)
+        if client.dbsize() == 0:
+            return index
+    raise RuntimeError("no empty Redis database index among 8-15")
+
+
+class Services:
+    """Started lazily, stopped once: the MLflow server and the Postgres + Redis stack."""
+
+    def __init__(self, keep: bool = False) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="taas-bench-"))
+        self.keep = keep
+        self._mlflow: tuple[Process, str] | None = None
+        self._stack: Stack | None = None
+        self._db: str | None = None
+        self.redis_url: str | None = None
+        self.extra: list[Process] = []
+        self._env: dict[str, str] | None = None
+        self.workers = 0
+        self.worker: Process | None = None
+        self._started = 0
+
+    @property
+    def mlflow_url(self) -> str:
+        if self._mlflow is None:
+            self._mlflow = start_mlflow(self.workdir / "mlflow")
+        return self._mlflow[1]
+
+    def database(self) -> str:
+        """The bench's own migrated Postgres database (SQLAlchemy URL)."""
+        if self._db is None:
+            name = f"taas_bench_{uuid.uuid4().hex[:10]}"
+            with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            self._db = name
+        return _pg_url(self._db)
+
+    def env(self) -> dict[str, str]:
+        env = base_env(self.workdir, self.mlflow_url)
+        if self.redis_url is None:
+            self.redis_url = f"{REDIS_URL}/{_free_redis_index()}"
+        # Production defaults, not the tests' fast progress interval.
+        env.update(TAAS_DATABASE_URL=self.database(), TAAS_BROKER_URL=self.redis_url,
+                   TAAS_PROGRESS_INTERVAL="0.5", TAAS_PREDICT_CACHE_SIZE="32",
+                   TAAS_MLFLOW_EXPERIMENT="taas-bench",
+                   PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        return env
+
+    def migrated_env(self) -> dict[str, str]:
+        """The stack's environment, its database migrated (once)."""
+        if self._env is None:
+            env = self.env()
+            migrate(env)
+            self._env = env
+        return self._env
+
+    def stack(self, workers: int = 1) -> Stack:
+        """The API and a worker with `workers` pool processes (restarted when that differs),
+        the worker ready to take tasks."""
+        if self._stack is None:
+            self._stack = Stack(kind="postgres-redis", api_url=f"http://127.0.0.1:{free_port()}",
+                                env=self.migrated_env(), mlflow_url=self.mlflow_url,
+                                workdir=self.workdir)
+        stack = self._stack
+        restart = self.worker is None or self.worker.popen.poll() is not None or \
+            self.workers != workers
+        if restart:
+            if self.worker is not None:
+                self.worker.stop()
+            self._started += 1  # a fresh log per worker, so `ready.` is this one's
+            self.worker = stack.start_worker(f"worker{self._started}-x{workers}", workers)
+        if "api" not in stack.processes:  # starts while the worker boots
+            stack.start_api()
+        if restart:
+            assert self.worker is not None
+            wait_worker_ready(self.worker, workers)
+            self.workers = workers
+        return stack
+
+    def stop(self) -> None:
+        for proc in self.extra:
+            proc.stop()
+        if self._stack is not None:
+            self._stack.stop()
+        if self._mlflow is not None:
+            self._mlflow[0].stop()
+        if self._db is not None:
+            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self._db}" WITH (FORCE)')
+        if self.redis_url is not None:
+            redis.Redis.from_url(self.redis_url).flushdb()
+        if not self.keep:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Services:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
