@@ -58,6 +58,8 @@ class JobOut(BaseModel):
     metrics: dict[str, float] = Field(examples=[{"loss": 233.3, "mae": 14.7}],
                                       description="The latest epoch's values.")
     error: JobError | None = None
+    attempt: int = Field(0, examples=[1], description="Training attempts so far; a job whose "
+                         "worker was lost is retried, resuming from its last checkpoint.")
     mlflow_run_id: str | None = Field(None, examples=["a1b2c3d4e5f6"])
     mlflow_url: str | None = Field(None, examples=["http://127.0.0.1:5000/#/experiments/1/runs/a1b2c3d4e5f6"])
     created_at: datetime

@@ -8,9 +8,11 @@ real `mlflow server` through `worker.tracking.Tracker`, batched every TAAS_PROGR
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
@@ -80,26 +82,61 @@ def _job_spec(case: Case) -> JobSpec:
         "data": {"dataset_id": "bench-synthetic"}})
 
 
+def _kwargs(cls: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of `cls` that `values` names; the worker's classes change, so a required
+    argument the bench does not know fails loudly instead of guessing."""
+    params = inspect.signature(cls).parameters
+    missing = [name for name, p in params.items() if p.default is p.empty
+               and p.kind is not p.VAR_KEYWORD and name not in values]
+    if missing:
+        raise RuntimeError(f"{cls.__name__} now needs {missing}: update bench/b1_training.py")
+    return {name: values[name] for name in params if name in values}
+
+
+@contextmanager
+def worker_callbacks(job_id: str, settings: Any) -> Iterator[tuple[Any, list[Callback]]]:
+    """The tracker and the callbacks the worker's runner gives `fit` (and its heartbeat)."""
+    from worker import callbacks
+    from worker.tracking import Tracker
+
+    tracker = Tracker(**_kwargs(Tracker, {
+        "tracking_uri": settings.mlflow_tracking_uri, "experiment": "taas-bench-b1",
+        "timeout": getattr(settings, "tracking_timeout", 60.0)}))
+    with ExitStack() as stack:
+        heartbeat = None
+        try:
+            from worker.heartbeat import Heartbeat
+        except ImportError:  # older worker: ReportProgress asks the database itself
+            pass
+        else:
+            heartbeat = stack.enter_context(Heartbeat(**_kwargs(Heartbeat, {
+                "job_id": job_id, "attempt": 1, "interval": settings.heartbeat_interval})))
+        common = {"job_id": job_id, "attempt": 1, "tracker": tracker, "heartbeat": heartbeat,
+                  "db_timeout": getattr(settings, "heartbeat_timeout", 60.0)}
+        found: list[Callback] = [callbacks.ReportProgress(**_kwargs(
+            callbacks.ReportProgress, {**common, "interval": settings.progress_interval}))]
+        if hasattr(callbacks, "SaveCheckpoints"):
+            found.append(callbacks.SaveCheckpoints(**_kwargs(callbacks.SaveCheckpoints, {
+                **common, "interval": getattr(settings, "checkpoint_interval", 30.0)})))
+        yield tracker, found
+
+
 def dlmodels_arm(case: Case, spec: JobSpec, initial: SpecModel) -> Run:
     from api.settings import get_settings
     from dlmodels.training import fit
-    from worker.callbacks import ReportProgress
-    from worker.tracking import Tracker
 
     settings = get_settings()
     model = copy.deepcopy(initial)
     job_id = _running_job(spec.name or "bench-b1", case.epochs)
-    tracker = Tracker(tracking_uri=settings.mlflow_tracking_uri, experiment="taas-bench-b1")
-    tracker.start(job_id=job_id, name=f"b1 {case.name}", tenant="", attempt=1, spec=spec,
-                  summary_text="")
-    progress = ReportProgress(job_id=job_id, attempt=1, tracker=tracker,
-                              interval=settings.progress_interval)
     run = Run()
-    begin = time.perf_counter()
-    fit(model, case.x, case.y, spec.training, callbacks=[progress, EpochClock(run)],
-        device=torch.device("cpu"))
-    run.call_seconds = time.perf_counter() - begin
-    tracker.end("FINISHED")
+    with worker_callbacks(job_id, settings) as (tracker, callbacks):
+        tracker.start(job_id=job_id, name=f"b1 {case.name}", tenant="", attempt=1, spec=spec,
+                      summary_text="")
+        begin = time.perf_counter()
+        fit(model, case.x, case.y, spec.training, callbacks=[*callbacks, EpochClock(run)],
+            device=torch.device("cpu"))
+        run.call_seconds = time.perf_counter() - begin
+        tracker.end("FINISHED")
     return run
 
 

@@ -27,6 +27,8 @@ from tests.integration.stack import (
     start_mlflow,
 )
 
+CACHE_SIZE = 32  # TAAS_PREDICT_CACHE_SIZE of the bench's API (the default)
+
 
 def _pg_url(name: str) -> str:
     return f"postgresql+psycopg://{PG_ADMIN_URL.split('://', 1)[1].rsplit('/', 1)[0]}/{name}"
@@ -76,10 +78,12 @@ class Services:
         env = base_env(self.workdir, self.mlflow_url)
         if self.redis_url is None:
             self.redis_url = f"{REDIS_URL}/{_free_redis_index()}"
-        # Production defaults, not the tests' fast progress interval.
+        # Production defaults (not the tests' fast progress interval), except the per-tenant
+        # request rate and job quota: the bench measures capacity, not the limiter.
         env.update(TAAS_DATABASE_URL=self.database(), TAAS_BROKER_URL=self.redis_url,
-                   TAAS_PROGRESS_INTERVAL="0.5", TAAS_PREDICT_CACHE_SIZE="32",
-                   TAAS_MLFLOW_EXPERIMENT="taas-bench",
+                   TAAS_PROGRESS_INTERVAL="0.5", TAAS_PREDICT_CACHE_SIZE=str(CACHE_SIZE),
+                   TAAS_MLFLOW_EXPERIMENT="taas-bench", TAAS_RATE_LIMIT="1000000",
+                   TAAS_RATE_BURST="1000000", TAAS_MAX_CONCURRENT_JOBS="1000000",
                    PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
         return env
 

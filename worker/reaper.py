@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
@@ -28,28 +28,49 @@ log = logging.getLogger("taas.reaper")
 def reap_lost_workers(settings: Settings) -> list[str]:
     cutoff = utcnow() - timedelta(seconds=settings.heartbeat_timeout)
     with session_scope() as session:
-        stale = session.execute(select(Job.id, Job.attempt, Job.queue).where(
+        stale = session.execute(select(Job.id, Job.attempt, Job.queue, Job.mlflow_run_id).where(
             Job.status == JobStatus.running, Job.heartbeat_at < cutoff)).all()
     requeued = []
-    for job_id, attempt, queue in stale:
-        still_stale = (Job.id == job_id, Job.attempt == attempt,
-                       Job.status == JobStatus.running, Job.heartbeat_at < cutoff)
-        with session_scope() as session:
-            if attempt >= settings.max_attempts:
-                session.execute(update(Job).where(*still_stale).values(
-                    status=JobStatus.failed, finished_at=utcnow(), error_type="worker_lost",
-                    error_message=f"the worker running attempt {attempt} of "
-                                  f"{settings.max_attempts} stopped answering (no heartbeat "
-                                  f"for {settings.heartbeat_timeout:g}s); giving up"))
-                continue
-            result = session.execute(update(Job).where(*still_stale).values(
-                status=JobStatus.queued, dispatched_at=utcnow()))
-        if result.rowcount:  # type: ignore[attr-defined]
+    for job_id, attempt, queue, run_id in stale:
+        if not _take_over(job_id, attempt, cutoff, settings):
+            continue
+        _end_lost_run(run_id, settings)
+        if attempt < settings.max_attempts:
             log.warning("job %s lost its worker on attempt %s; re-queued", job_id, attempt)
             requeued.append((job_id, queue))
     for job_id, queue in requeued:
         dispatch(job_id, queue)
     return [job_id for job_id, _ in requeued]
+
+
+def _take_over(job_id: str, attempt: int, cutoff: datetime, settings: Settings) -> bool:
+    """Re-queue (or, out of attempts, fail) a job whose attempt stopped beating; False when
+    it beat again or another reaper acted first."""
+    still_stale = update(Job).where(Job.id == job_id, Job.attempt == attempt,
+                                    Job.status == JobStatus.running, Job.heartbeat_at < cutoff)
+    with session_scope() as session:
+        if attempt >= settings.max_attempts:
+            result = session.execute(still_stale.values(
+                status=JobStatus.failed, finished_at=utcnow(), error_type="worker_lost",
+                error_message=f"the worker running attempt {attempt} of "
+                              f"{settings.max_attempts} stopped answering (no heartbeat for "
+                              f"{settings.heartbeat_timeout:g}s); giving up"))
+        else:
+            result = session.execute(still_stale.values(status=JobStatus.queued,
+                                                        dispatched_at=utcnow()))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _end_lost_run(run_id: str | None, settings: Settings) -> None:
+    """The lost attempt's MLflow run ends as FAILED, so no run stays RUNNING."""
+    if run_id is None:
+        return
+    from worker.tracking import Tracker  # MLflow is imported only where it is used
+
+    tracker = Tracker(tracking_uri=settings.mlflow_tracking_uri,
+                      experiment=settings.mlflow_experiment, timeout=2)
+    tracker.run_id = run_id
+    tracker.end("FAILED")
 
 
 def resend_unclaimed(settings: Settings) -> list[str]:

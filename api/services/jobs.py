@@ -159,6 +159,7 @@ def job_out(job: Job, settings: Settings) -> JobOut:
         if job.error_type else None
     return JobOut(id=job.id, name=job.name, status=JobStatus(job.status).value,
                   progress=Progress(epoch=job.progress_epoch, epochs=job.epochs),
-                  metrics=job.metrics or {}, error=error, mlflow_run_id=job.mlflow_run_id,
+                  metrics=job.metrics or {}, error=error, attempt=job.attempt,
+                  mlflow_run_id=job.mlflow_run_id,
                   mlflow_url=url, created_at=job.created_at, started_at=job.started_at,
                   finished_at=job.finished_at, summary=Summary.model_validate(job.summary))
