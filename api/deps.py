@@ -6,7 +6,9 @@ import math
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from api.auth import RateLimiter, auth_enabled, tenant_for_key
@@ -17,8 +19,17 @@ from api.settings import Settings, get_settings
 
 
 def get_session() -> Iterator[Session]:
-    with get_sessionmaker()() as session:
+    session = get_sessionmaker()()
+    try:
         yield session
+    finally:
+        # Closing rolls back on the connection; if the database went away mid-request that
+        # fails too, after the response (e.g. the 503) was sent. Drop the dead connection
+        # instead of breaking the response.
+        try:
+            session.close()
+        except SQLAlchemyError:
+            session.invalidate()
 
 
 def get_model_cache(request: Request) -> ModelCache:
@@ -26,24 +37,22 @@ def get_model_cache(request: Request) -> ModelCache:
     return cache
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionDep = Annotated[Session, Depends(get_session)]
+def authenticate(authorization: str | None, *, settings: Settings,
+                 limiter: RateLimiter) -> str:
+    """The tenant owning the API key ("" when no keys exist: auth off), within its rate.
 
-
-def get_tenant(request: Request, settings: SettingsDep, session: SessionDep,
-               authorization: Annotated[str | None, Header()] = None) -> str:
-    """The tenant owning the API key ("" when no keys exist: auth off), within its rate."""
+    Called by the request guard (api.middleware) before any body is read."""
     tenant = ""
-    if auth_enabled(session, settings):
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthorized("this API needs `Authorization: Bearer <key>`",
-                               headers={"WWW-Authenticate": "Bearer"})
-        found = tenant_for_key(session, settings, token.strip())
-        if found is None:
-            raise Unauthorized("unknown API key", headers={"WWW-Authenticate": "Bearer"})
-        tenant = found
-    limiter: RateLimiter = request.app.state.rate_limiter
+    with get_sessionmaker()() as session:
+        if auth_enabled(session, settings):
+            scheme, _, token = (authorization or "").partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthorized("this API needs `Authorization: Bearer <key>`",
+                                   headers={"WWW-Authenticate": "Bearer"})
+            found = tenant_for_key(session, settings, token.strip())
+            if found is None:
+                raise Unauthorized("unknown API key", headers={"WWW-Authenticate": "Bearer"})
+            tenant = found
     wait = limiter.take(tenant)
     if wait:
         raise TooManyRequests(f"more than {settings.rate_limit:g} requests per second; retry "
@@ -51,5 +60,19 @@ def get_tenant(request: Request, settings: SettingsDep, session: SessionDep,
     return tenant
 
 
+_bearer = HTTPBearer(auto_error=False, description="An API key, when the service has keys.")
+
+
+def get_tenant(request: Request,
+               _credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                       Depends(_bearer)] = None) -> str:
+    """The tenant the request guard authenticated (the bearer scheme is declared here so the
+    OpenAPI docs offer it)."""
+    tenant: str = request.state.tenant
+    return tenant
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
 TenantDep = Annotated[str, Depends(get_tenant)]
 CacheDep = Annotated[ModelCache, Depends(get_model_cache)]

@@ -114,7 +114,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = []
         for error in exc.errors():
-            loc = clean_loc(error["loc"], exc.body)
+            # A body that is not JSON has no path into it (pydantic gives a character offset).
+            loc = [] if error["type"] == "json_invalid" else clean_loc(error["loc"], exc.body)
             errors.append({"loc": loc, "message": _validation_message(error, loc),
                            "type": error["type"]})
         first = errors[0]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import torch
 from fastapi import FastAPI
 
 from api.auth import RateLimiter
+from api.deps import authenticate
 from api.errors import install_error_handlers
 from api.middleware import RequestGuard
 from api.routes import datasets, health, jobs, specs
@@ -26,9 +28,10 @@ def create_app() -> FastAPI:
     torch.set_num_threads(1)
     app = FastAPI(title="taas", version="1.0", description=DESCRIPTION)
     app.state.model_cache = ModelCache(settings.predict_cache_size)
-    app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+    limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
     app.add_middleware(RequestGuard, max_bytes=settings.max_request_bytes,
-                       max_upload_bytes=settings.max_dataset_bytes)
+                       max_upload_bytes=settings.max_dataset_bytes,
+                       authenticate=partial(authenticate, settings=settings, limiter=limiter))
     install_error_handlers(app)
     for router in (jobs.router, datasets.router, specs.router, health.router):
         app.include_router(router)

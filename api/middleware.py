@@ -10,7 +10,11 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import anyio.to_thread
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
+
+from api.errors import ServiceError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -24,16 +28,23 @@ JSON_TYPES = ("application/json",)
 
 
 class RequestGuard:
-    def __init__(self, app: ASGIApp, *, max_bytes: int, max_upload_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, max_upload_bytes: int,
+                 authenticate: Callable[[str | None], str]) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_upload_bytes = max_upload_bytes
+        self.authenticate = authenticate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if scope["path"].startswith("/v1/") and not await self._tenant(scope, headers, send):
+            return
+        if scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            await self.app(scope, receive, send)
+            return
         upload = scope["path"].startswith(RAW_BODY_PATHS)
         limit = self.max_upload_bytes if upload else self.max_bytes
         length = headers.get("content-length")
@@ -50,6 +61,22 @@ class RequestGuard:
             return
         await self.app(scope, self._limited(receive, limit), send)
 
+    async def _tenant(self, scope: Scope, headers: dict[str, str], send: Send) -> bool:
+        """Who is calling, known before any body is read (so a bad key is 401 whatever the
+        body); stored in the request state for the routes."""
+        try:
+            tenant = await anyio.to_thread.run_sync(self.authenticate,
+                                                    headers.get("authorization"))
+        except ServiceError as error:
+            await _refuse(send, error.status_code, error.type, error.message, error.headers)
+            return False
+        except SQLAlchemyError:
+            await _refuse(send, 503, "database_unavailable",
+                          "the database is unreachable; retry shortly", {"Retry-After": "2"})
+            return False
+        scope.setdefault("state", {})["tenant"] = tenant
+        return True
+
     def _limited(self, receive: Receive, limit: int) -> Receive:
         seen = 0
 
@@ -65,9 +92,11 @@ class RequestGuard:
         return limited
 
 
-async def _refuse(send: Send, status: int, kind: str, message: str) -> None:
+async def _refuse(send: Send, status: int, kind: str, message: str,
+                  headers: dict[str, str] | None = None) -> None:
     body = json.dumps({"error": {"type": kind, "message": message}}).encode()
+    extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+                            (b"content-length", str(len(body)).encode()), *extra]})
     await send({"type": "http.response.body", "body": body})

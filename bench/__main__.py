@@ -10,7 +10,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench.common import BenchResult, Config, table, write_results
+from bench.common import BenchResult, Config, loadavg, table, write_results
 from bench.stack import Services
 
 BENCHMARKS = {
@@ -40,8 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     with Services(keep=args.keep) as services:
         print(f"work dir: {services.workdir}", file=sys.stderr)
+        if set(chosen) - {"B1"}:
+            services.stack(workers=1, wait=False)  # boots while B1 runs
         for bench_id in (b for b in BENCHMARKS if b in chosen):
-            start = time.perf_counter()
+            start, load = time.perf_counter(), loadavg()
             print(f"[{time.perf_counter() - began:6.1f}s] {bench_id} ...", file=sys.stderr,
                   flush=True)
             try:
@@ -50,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc()
                 result = BenchResult(bench_id, "failed", error=f"{type(error).__name__}: {error}")
             result.seconds = round(time.perf_counter() - start, 1)
+            result.loadavg = [load, loadavg()]
             results.append(result)
             write_results(args.out, results, smoke=args.smoke,
                           extra_meta={"only": chosen, "total_seconds": 0})

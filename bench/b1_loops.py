@@ -54,7 +54,7 @@ def cases(smoke: bool) -> list[Case]:
     n_mlp, n_small, epochs = (1024, 256, 1) if smoke else (20_000, 4096, 2)
     x = rng.standard_normal((n_mlp, 784), dtype=np.float32)
     y = _teacher_labels(x, 10, rng)
-    mlp = [{"type": "dense", "units": 256, "activation": "relu"},
+    mlp: list[dict[str, Any]] = [{"type": "dense", "units": 256, "activation": "relu"},
            {"type": "dense", "units": 128, "activation": "relu"},
            {"type": "dense", "units": 64, "activation": "relu"},
            {"type": "dense", "units": 10, "activation": "softmax"}]
@@ -62,13 +62,15 @@ def cases(smoke: bool) -> list[Case]:
     seq_y = (seq[:, :, 0].sum(axis=1) > 0).astype(np.int64)
     img = rng.standard_normal((n_small, 1, 28, 28), dtype=np.float32)
     img_y = _teacher_labels(img, 10, rng)
-    cnn = [{"type": "conv2d", "filters": 8, "kernel_size": 3, "activation": "relu"},
+    cnn: list[dict[str, Any]] = [
+           {"type": "conv2d", "filters": 8, "kernel_size": 3, "activation": "relu"},
            {"type": "maxpool2d", "pool_size": 2},
            {"type": "conv2d", "filters": 16, "kernel_size": 3, "activation": "relu"},
            {"type": "maxpool2d", "pool_size": 2},
            {"type": "flatten"},
            {"type": "dense", "units": 10, "activation": "softmax"}]
-    lstm = [{"type": "lstm", "units": 64}, {"type": "dense", "units": 2, "activation": "softmax"}]
+    lstm: list[dict[str, Any]] = [{"type": "lstm", "units": 64},
+                                  {"type": "dense", "units": 2, "activation": "softmax"}]
     return [
         Case("MLP 784-256-128-64-10 b32", mlp, [784], x, y, 32, epochs),
         Case("MLP 784-256-128-64-10 b256", mlp, [784], x, y, 256, epochs),

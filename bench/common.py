@@ -105,6 +105,7 @@ class BenchResult:
     targets: list[Target] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    loadavg: list[float] = field(default_factory=list)  # 1-min load: before, after
     error: str | None = None
 
     def add(self, case: str, arm: str, metric: str, unit: str, values: Sequence[float],
@@ -136,6 +137,14 @@ class BenchResult:
             if (f.case, f.arm, f.metric) == (case, arm, metric):
                 return f
         raise KeyError((case, arm, metric))
+
+
+def loadavg() -> float:
+    """The machine's 1-minute load average (other processes compete for the cores)."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return float("nan")
 
 
 def _versions() -> dict[str, str]:
@@ -203,7 +212,8 @@ def table(results: Sequence[BenchResult]) -> str:
         goals += [(r.id, t.what, _num(t.value), t.unit, t.target, "yes" if t.met else "NO")
                   for t in r.targets]
     text += ["", _render(goals)]
-    notes = [f"{r.id}: {note}" for r in results for note in r.notes]
+    notes = [f"{r.id}: {r.seconds:g} s, 1-min load average {r.loadavg}" for r in results]
+    notes += [f"{r.id}: {note}" for r in results for note in r.notes]
     if notes:
         text += ["", *notes]
     return "\n".join(text)

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench.load import descendants
 from tests.integration.jobs import FINAL, HEIGHTS
 from tests.integration.stack import Process, wait_until
 
@@ -70,7 +71,7 @@ def wait(client: httpx.Client, job_id: str, statuses: set[str] = FINAL,
         time.sleep(interval)
 
 
-def run(client: httpx.Client, body: dict[str, Any], timeout: float = 180) -> dict[str, Any]:
+def run_job(client: httpx.Client, body: dict[str, Any], timeout: float = 180) -> dict[str, Any]:
     job = wait(client, submit(client, body)["id"], timeout=timeout, interval=0.05)
     if job["status"] != "succeeded":
         raise RuntimeError(f"job {job['id']} ended {job['status']}: {job.get('error')}")
@@ -88,7 +89,5 @@ def wait_worker_ready(proc: Process, processes: int, timeout: float = 120) -> No
     """Until celery logs `ready.` and all its pool processes exist."""
     wait_until(lambda: "ready." in proc.tail(400), timeout, f"celery worker {proc.name}",
                interval=0.1)
-    from bench.load import descendants
-
     wait_until(lambda: len(descendants(proc.popen.pid)) >= 1 + processes, 30,
                "celery pool processes", interval=0.1)

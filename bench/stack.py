@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import redis
 
@@ -24,7 +25,9 @@ from tests.integration.stack import (
     base_env,
     free_port,
     migrate,
+    start,
     start_mlflow,
+    wait_until,
 )
 
 CACHE_SIZE = 32  # TAAS_PREDICT_CACHE_SIZE of the bench's API (the default)
@@ -35,12 +38,17 @@ def _pg_url(name: str) -> str:
 
 
 def _free_redis_index() -> int:
-    """A Redis database index that holds no keys (tests pick theirs at random)."""
-    for index in (15, 14, 13, 12, 11, 10, 9, 8):
-        client = redis.Redis.from_url(f"{REDIS_URL}/{index}", socket_connect_timeout=5)
-        if client.dbsize() == 0:
+    """A Redis database index no client is connected to, emptied. Index 0 first: the
+    integration tests pick theirs at random among 1-15 (and leave their keys behind)."""
+    admin = redis.Redis.from_url(f"{REDIS_URL}/0", socket_connect_timeout=5)
+    me = admin.client_id()
+    busy = {int(c["db"]) for c in admin.client_list() if int(c["id"]) != me}
+    admin.close()
+    for index in (0, *range(15, 0, -1)):
+        if index not in busy:
+            redis.Redis.from_url(f"{REDIS_URL}/{index}").flushdb()
             return index
-    raise RuntimeError("no empty Redis database index among 8-15")
+    raise RuntimeError("every Redis database index has clients connected")
 
 
 class Services:
@@ -58,6 +66,8 @@ class Services:
         self.workers = 0
         self.worker: Process | None = None
         self._started = 0
+        self._worker_ready = False
+        self.shared: dict[str, Any] = {}  # what one benchmark leaves for another (B5 -> B6)
 
     @property
     def mlflow_url(self) -> str:
@@ -95,27 +105,33 @@ class Services:
             self._env = env
         return self._env
 
-    def stack(self, workers: int = 1) -> Stack:
-        """The API and a worker with `workers` pool processes (restarted when that differs),
-        the worker ready to take tasks."""
+    def stack(self, workers: int = 1, wait: bool = True) -> Stack:
+        """The API and a worker with `workers` pool processes (restarted when that differs);
+        with `wait`, both ready (the worker's pool up), else only started."""
         if self._stack is None:
             self._stack = Stack(kind="postgres-redis", api_url=f"http://127.0.0.1:{free_port()}",
                                 env=self.migrated_env(), mlflow_url=self.mlflow_url,
                                 workdir=self.workdir)
         stack = self._stack
-        restart = self.worker is None or self.worker.popen.poll() is not None or \
-            self.workers != workers
-        if restart:
+        if self.worker is None or self.worker.popen.poll() is not None or \
+                self.workers != workers:
             if self.worker is not None:
                 self.worker.stop()
             self._started += 1  # a fresh log per worker, so `ready.` is this one's
             self.worker = stack.start_worker(f"worker{self._started}-x{workers}", workers)
-        if "api" not in stack.processes:  # starts while the worker boots
-            stack.start_api()
-        if restart:
-            assert self.worker is not None
-            wait_worker_ready(self.worker, workers)
-            self.workers = workers
+            self.workers, self._worker_ready = workers, False
+        if "api" not in stack.processes:  # as Stack.start_api, without waiting here
+            port = stack.api_url.rsplit(":", 1)[1]
+            stack.processes["api"] = start("api", ["uvicorn", "api.main:app", "--host",
+                                                   "127.0.0.1", "--port", port],
+                                           stack.env, self.workdir / "logs")
+        if wait:
+            wait_until(lambda: httpx.get(f"{stack.api_url}/readyz").status_code == 200, 120,
+                       "API", interval=0.2)
+            if not self._worker_ready:
+                assert self.worker is not None
+                wait_worker_ready(self.worker, workers)
+                self._worker_ready = True
         return stack
 
     def stop(self) -> None:

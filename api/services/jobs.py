@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
+import threading
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -35,24 +37,50 @@ def create_job(session: Session, *, spec: JobSpec, tenant: str, idempotency_key:
         if existing is not None:
             return _same_spec_or_conflict(existing, spec)
     summary, (x, _) = check_job(spec, session=session, tenant=tenant)
-    _check_limits(session, spec=spec, tenant=tenant, total_params=summary.total_params,
-                  samples=len(x), settings=settings)
+    _check_size(spec=spec, total_params=summary.total_params, samples=len(x), settings=settings)
     job_id = new_id()
     job = Job(id=job_id, tenant=tenant, name=spec.name or f"job-{job_id[:8]}",
               status=JobStatus.queued, queue="gpu" if spec.training.device == "cuda" else "cpu",
               spec=spec.model_dump(mode="json", exclude_none=True), summary=summary.model_dump(),
               epochs=spec.training.epochs, idempotency_key=idempotency_key,
               dispatched_at=utcnow())
-    session.add(job)
     try:
-        session.commit()
-    except IntegrityError:
-        # Another request with the same idempotency key won the race.
+        _insert_within_limit(session, job, settings.max_concurrent_jobs)
+    except (IntegrityError, TooManyRequests):
+        # Another request with the same idempotency key won the race (and may have taken the
+        # last slot): a retry gets that job, not an error.
         session.rollback()
-        existing = _by_idempotency_key(session, tenant, idempotency_key or "")
+        existing = _by_idempotency_key(session, tenant, idempotency_key) \
+            if idempotency_key is not None else None
         if existing is None:
             raise
         return _same_spec_or_conflict(existing, spec)
+    _dispatch_or_undo(session, job)
+    return job
+
+
+_sqlite_insert_lock = threading.Lock()
+
+
+def _insert_within_limit(session: Session, job: Job, limit: int) -> None:
+    """Count the tenant's queued and running jobs and insert, as one step per tenant: a
+    Postgres advisory lock (SQLite: a process lock; it has one writer anyway) keeps concurrent
+    submissions from all passing the count."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    with contextlib.nullcontext() if postgres else _sqlite_insert_lock:
+        if postgres:
+            session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:tenant))"),
+                            {"tenant": job.tenant})
+        in_flight = session.scalar(select(func.count()).select_from(Job).where(
+            Job.tenant == job.tenant, Job.status.in_([JobStatus.queued, JobStatus.running])))
+        if (in_flight or 0) >= limit:
+            raise TooManyRequests(f"{in_flight} jobs are queued or running; the limit is "
+                                  f"{limit}", headers={"Retry-After": "10"})
+        session.add(job)
+        session.commit()
+
+
+def _dispatch_or_undo(session: Session, job: Job) -> None:
     try:
         dispatch(job.id, job.queue)
     except Exception as error:  # kombu raises many types for "broker unreachable"
@@ -61,11 +89,9 @@ def create_job(session: Session, *, spec: JobSpec, tenant: str, idempotency_key:
         session.commit()
         raise Unavailable("the job queue (broker) is unreachable; nothing was stored, retry "
                           "shortly", headers={"Retry-After": "5"}) from error
-    return job
 
 
-def _check_limits(session: Session, *, spec: JobSpec, tenant: str, total_params: int,
-                  samples: int, settings: Settings) -> None:
+def _check_size(*, spec: JobSpec, total_params: int, samples: int, settings: Settings) -> None:
     if total_params > settings.max_params:
         raise InvalidInput(f"the model has {total_params:,} parameters; the limit is "
                            f"{settings.max_params:,}", ["model"])
@@ -73,11 +99,6 @@ def _check_limits(session: Session, *, spec: JobSpec, tenant: str, total_params:
     if work > settings.max_epoch_samples:
         raise InvalidInput(f"{spec.training.epochs} epochs x {samples} samples = {work:,}; the "
                            f"limit is {settings.max_epoch_samples:,}", ["training", "epochs"])
-    in_flight = session.scalar(select(func.count()).select_from(Job).where(
-        Job.tenant == tenant, Job.status.in_([JobStatus.queued, JobStatus.running])))
-    if (in_flight or 0) >= settings.max_concurrent_jobs:
-        raise TooManyRequests(f"{in_flight} jobs are queued or running; the limit is "
-                              f"{settings.max_concurrent_jobs}", headers={"Retry-After": "10"})
 
 
 def _by_idempotency_key(session: Session, tenant: str, key: str) -> Job | None:

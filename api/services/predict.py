@@ -6,6 +6,7 @@ request path is: parse inputs -> tensor -> forward -> list.
 
 from __future__ import annotations
 
+import pickle
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -66,7 +67,13 @@ def load_model(session: Session, job: Job) -> LoadedModel:
                                "at training time; refusing to load them")
     spec = JobSpec.model_validate(job.spec)
     model = build_model(spec.model, loss=spec.training.loss, standardize=spec.training.standardize)
-    return LoadedModel(load_weights(model, weights.data), spec)
+    try:
+        return LoadedModel(load_weights(model, weights.data), spec)
+    except (pickle.UnpicklingError, RuntimeError, ValueError, KeyError, EOFError) as error:
+        # weights_only loading refuses anything but tensors: nothing in the file ran.
+        raise TamperedArtifact(f"the stored weights of job {job.id} are not a weights-only "
+                               f"state_dict that fits its model ({type(error).__name__}); "
+                               "refusing to load them") from None
 
 
 def predict(session: Session, *, job: Job, inputs: list[Any], cache: ModelCache) -> dict[str, Any]:

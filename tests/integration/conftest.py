@@ -72,8 +72,10 @@ def _build_stack(kind: str, workdir: Path, mlflow_url: str, request: pytest.Fixt
                  extra_env: dict[str, str] | None = None) -> Stack:
     env = base_env(workdir, mlflow_url) | (extra_env or {})
     if kind == "postgres-redis":
-        env["TAAS_DATABASE_URL"] = request.getfixturevalue("postgres_database")
-        env["TAAS_BROKER_URL"] = request.getfixturevalue("redis_broker")
+        if "TAAS_DATABASE_URL" not in env:
+            env["TAAS_DATABASE_URL"] = request.getfixturevalue("postgres_database")
+        if "TAAS_BROKER_URL" not in env:
+            env["TAAS_BROKER_URL"] = request.getfixturevalue("redis_broker")
     migrate(env)
     return Stack(kind=kind, api_url=f"http://127.0.0.1:{free_port()}", env=env,
                  mlflow_url=mlflow_url, workdir=workdir)
@@ -114,8 +116,8 @@ def stack_factory(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
         extra = dict(env or {})
         if kind == "postgres-redis" and "TAAS_BROKER_URL" not in extra:
             extra["TAAS_BROKER_URL"] = _fresh_redis_database()
-        if kind == "postgres-redis":
-            extra.setdefault("TAAS_DATABASE_URL", _fresh_postgres_database(request))
+        if kind == "postgres-redis" and "TAAS_DATABASE_URL" not in extra:
+            extra["TAAS_DATABASE_URL"] = _fresh_postgres_database(request)
         new = _build_stack(kind, tmp_path_factory.mktemp(kind), mlflow_server, request, extra)
         built.append(new)
         for index in range(workers):

@@ -115,13 +115,11 @@ BASES = {"mlp": MLP, "cnn": CNN, "transformer": TRANSFORMER, "rnn": RNN}
 # Where a positive integer size goes (0, negatives, fractions and absurd sizes are refused).
 SIZE_PATHS: dict[str, list[tuple[str | int, ...]]] = {
     "mlp": [("model", "input_shape", 0), ("model", "layers", 0, "units"),
-            ("model", "layers", 5, "units"), ("training", "epochs"), ("training", "batch_size"),
-            ("training", "lr_scheduler", "step_size")],
+            ("model", "layers", 5, "units"), ("training", "epochs"), ("training", "batch_size")],
     "cnn": [("model", "input_shape", 0), ("model", "input_shape", 1), ("model", "input_shape", 2),
             ("model", "layers", 0, "filters"), ("model", "layers", 0, "kernel_size"),
             ("model", "layers", 0, "stride"), ("model", "layers", 1, "pool_size"),
-            ("model", "layers", 2, "kernel_size", 1), ("model", "layers", 4, "units"),
-            ("training", "lr_scheduler", "t_max")],
+            ("model", "layers", 2, "kernel_size", 1), ("model", "layers", 4, "units")],
     "transformer": [("model", "input_shape", 0), ("model", "layers", 0, "num_embeddings"),
                     ("model", "layers", 0, "embedding_dim"), ("model", "layers", 2, "num_heads"),
                     ("model", "layers", 2, "dim_feedforward"),
@@ -140,15 +138,29 @@ FLOAT_PATHS: dict[str, list[tuple[str | int, ...]]] = {
             ("training", "optimizer", "weight_decay"), ("training", "optimizer", "betas", 0),
             ("training", "optimizer", "betas", 1), ("training", "optimizer", "eps"),
             ("training", "validation_split"), ("training", "early_stopping", "min_delta"),
-            ("training", "early_stopping", "patience"), ("training", "lr_scheduler", "gamma"),
-            ("training", "seed")],
+            ("training", "lr_scheduler", "gamma"), ("training", "seed")],
     "cnn": [("training", "optimizer", "lr"), ("training", "optimizer", "momentum"),
             ("training", "lr_scheduler", "eta_min")],
     "transformer": [("model", "layers", 2, "dropout"), ("training", "optimizer", "lr"),
                     ("training", "optimizer", "weight_decay")],
     "rnn": [("model", "layers", 0, "dropout"), ("training", "optimizer", "alpha"),
             ("training", "optimizer", "momentum"), ("training", "lr_scheduler", "factor"),
-            ("training", "lr_scheduler", "min_lr"), ("training", "lr_scheduler", "patience")],
+            ("training", "lr_scheduler", "min_lr")],
+}
+
+# Counts with no natural upper bound (0, negatives, fractions, non-numbers and 10**400 are bad).
+COUNT_PATHS: dict[str, list[tuple[str | int, ...]]] = {
+    "mlp": [("training", "lr_scheduler", "step_size"), ("training", "early_stopping", "patience")],
+    "cnn": [("training", "lr_scheduler", "t_max")],
+    "transformer": [],
+    "rnn": [("training", "lr_scheduler", "patience")],
+}
+
+# Where 0 is fine but a huge value makes activations no machine holds (a [4, 2e5, 2e5] conv
+# output is 640 GB per sample, with 40 parameters).
+PADDING_PATHS: dict[str, list[tuple[str | int, ...]]] = {
+    "mlp": [], "cnn": [("model", "layers", 0, "padding"), ("model", "layers", 2, "padding")],
+    "transformer": [], "rnn": [],
 }
 
 # --- hostile values -----------------------------------------------------------------------
@@ -159,6 +171,8 @@ HUGE_INTS = [10**400, -(10**400), Raw("9" * 5000)]
 NOT_NUMBERS = ["abc", "", "NaN", "nan", "Infinity", "-inf", "1e999", [], {}, [[]], ["a"],
                [Raw("NaN")], {"value": 1}]
 BAD_SIZES = [0, -1, -(10**9), 10**9, 10**12, 2**63, 2**64, 10**18, 1.5, -0.5, 2**31]
+BAD_COUNTS = [0, -1, -(10**9), 1.5, -0.5]
+BAD_PADDINGS = [-1, 100_000, 10**6, 10**9, 10**18, 2**63, 1.5]
 
 non_finite = st.sampled_from(NON_FINITE)
 huge_ints = st.sampled_from(HUGE_INTS)
@@ -167,6 +181,8 @@ bad_sizes = st.sampled_from(BAD_SIZES)
 
 bad_real = st.one_of(non_finite, huge_ints, not_numbers)
 bad_size = st.one_of(bad_real, bad_sizes)
+bad_count = st.one_of(bad_real, st.sampled_from(BAD_COUNTS))
+bad_padding = st.one_of(bad_real, st.sampled_from(BAD_PADDINGS))
 
 
 def deep(levels: int, leaf: str = "1") -> Raw:
@@ -211,5 +227,12 @@ bad_matrix_1 = st.one_of(
         long_rows(1_000_000), Raw("[" + "1," * 200_000 + "1]"),
     ]),
     st.lists(st.lists(st.integers(-5, 5), min_size=2, max_size=3), min_size=1, max_size=5),
-    st.lists(st.integers(-5, 5), min_size=1, max_size=5),  # [N] instead of [N, 1]
+    st.lists(st.integers(-5, 5), min_size=2, max_size=5),  # [N] instead of [N, 1]
+)
+
+# input_shape: lists of 1 to 4 positive ints are the only valid ones.
+bad_input_shape = st.one_of(
+    st.sampled_from([[], [1] * 5, [0], [-1], [1, 0], [10**7], [1.5], [[1]], "1", 1, {}, None,
+                     [Raw("NaN")], [Raw("Infinity")], [10**400], ["a"]]),
+    st.lists(bad_size, min_size=1, max_size=4),
 )

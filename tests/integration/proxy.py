@@ -33,6 +33,10 @@ class Proxy:
             listener, self._listener = self._listener, None
             conns, self._conns = self._conns, []
         if listener is not None:
+            # shutdown() wakes the thread blocked in accept(); close() alone would not, and
+            # the port would stay taken.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
             listener.close()
         for conn in conns:
             with contextlib.suppress(OSError):

@@ -20,16 +20,23 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from tests.integration.fuzz_bodies import (
     BASES,
+    COUNT_PATHS,
     FLOAT_PATHS,
     MLP,
+    PADDING_PATHS,
     SIZE_PATHS,
     Raw,
+    bad_count,
     bad_element,
+    bad_input_shape,
     bad_matrix_1,
+    bad_padding,
     bad_real,
     bad_size,
     deep,
@@ -51,15 +58,23 @@ FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
 # --- helpers --------------------------------------------------------------------------------
 
 def send(client: httpx.Client, path: str, body: Any) -> httpx.Response:
-    """POST `body` (written by `dumps`, so raw tokens pass through) and time it."""
+    """POST `body` (written by `dumps`, so raw tokens pass through) and time it.
+
+    Each request has a connection of its own (the server may close one after a 500), and a
+    429 from the rate limiter is waited out rather than counted as a refusal.
+    """
     text = body.text if isinstance(body, Raw) else dumps(body)
-    started = time.monotonic()
-    try:
-        response = client.post(path, content=text.encode(),
-                               headers={"content-type": "application/json"})
-    except httpx.TimeoutException:
-        pytest.fail(f"POST {path} hung (no answer in {TIMEOUT} s) for body {text[:300]}")
-    assert time.monotonic() - started < TIMEOUT
+    for _ in range(20):
+        started = time.monotonic()
+        try:
+            response = httpx.post(str(client.base_url).rstrip("/") + path, content=text.encode(),
+                                  headers={"content-type": "application/json"}, timeout=TIMEOUT)
+        except httpx.TimeoutException:
+            pytest.fail(f"POST {path} hung (no answer in {TIMEOUT} s) for body {text[:300]}")
+        assert time.monotonic() - started < TIMEOUT
+        if response.status_code != 429:
+            return response
+        time.sleep(min(float(response.headers.get("retry-after", "1")), 5))
     return response
 
 
@@ -85,6 +100,10 @@ def assert_error_shape(response: httpx.Response) -> None:
 def check_body(base: dict[str, Any]) -> dict[str, Any]:
     """The body of /v1/specs/validate for a job spec: {model, training, data}."""
     return {k: base[k] for k in ("model", "training", "data")}
+
+
+def short(value: Any) -> str:
+    return repr(value)[:40]
 
 
 @pytest.fixture
@@ -121,14 +140,19 @@ def _mutations() -> st.SearchStrategy[tuple[str, tuple[str | int, ...], Any]]:
             options.append(st.tuples(st.just(name), st.just(path), bad_size))
         for path in FLOAT_PATHS[name]:
             options.append(st.tuples(st.just(name), st.just(path), bad_real))
+        for path in COUNT_PATHS[name]:
+            options.append(st.tuples(st.just(name), st.just(path), bad_count))
+        for path in PADDING_PATHS[name]:
+            options.append(st.tuples(st.just(name), st.just(path), bad_padding))
     options.append(st.tuples(st.just("mlp"), st.just(("data", "inline", "x")), bad_matrix_1))
     options.append(st.tuples(st.just("mlp"), st.just(("data", "inline", "y")), bad_matrix_1))
     options.append(st.tuples(st.just("mlp"), st.just(("data", "inline", "x")),
                              with_bad_element(MLP["data"]["inline"]["x"])))
     options.append(st.tuples(st.just("mlp"), st.just(("data", "inline", "y")),
                              with_bad_element(MLP["data"]["inline"]["y"])))
-    options.append(st.tuples(st.just("mlp"), st.just(("model", "input_shape")),
-                             st.one_of(bad_matrix_1, st.just([]), st.just([1] * 5))))
+    for name in BASES:
+        options.append(st.tuples(st.just(name), st.just(("model", "input_shape")),
+                                 bad_input_shape))
     return st.one_of(options)
 
 
@@ -251,7 +275,7 @@ def test_predict_refuses_hostile_inputs(client: httpx.Client, heights_job: str,
     Raw("[[NaN]]"), Raw("[[Infinity]]"), Raw("[[-Infinity]]"), Raw("[[1e999]]"),
     [[10**400]], [[-(10**400)]], deep(200), deep(2000), long_rows(1_000_000),
     [["80"]], [[True]], [[None]], [], [[]],
-], ids=repr)
+], ids=short)
 def test_predict_refuses_each_kind_of_hostile_input(client: httpx.Client, heights_job: str,
                                                     inputs: Any) -> None:
     body = {"inputs": inputs}
@@ -261,7 +285,7 @@ def test_predict_refuses_each_kind_of_hostile_input(client: httpx.Client, height
 @pytest.mark.parametrize("body", [
     Raw('{"inputs": [[80]], "extra": NaN}'), Raw("NaN"), Raw("[]"), Raw('{"inputs": NaN}'),
     Raw('{"inputs": [[80]]'), Raw(""), Raw('{"inputs": "' + "9" * 100_000 + '"}'),
-], ids=repr)
+], ids=short)
 def test_predict_refuses_hostile_bodies(client: httpx.Client, heights_job: str,
                                         body: Raw) -> None:
     assert_refused(client, send(client, f"/v1/jobs/{heights_job}/predict", body), body)
@@ -284,27 +308,58 @@ def error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
 CHECKS = [not_a_server_error, response_schema_conformance, error_shape]
 
 
-@pytest.fixture
-def api_schema(stack: Stack) -> Iterator[schemathesis.schemas.BaseSchema]:
-    schema = schemathesis.openapi.from_url(f"{stack.api_url}/openapi.json", timeout=TIMEOUT)
-    yield schema
-    # Cancel whatever the generated submissions queued, so later tests find an idle worker.
+def _cancel_in_flight(stack: Stack) -> None:
+    """Cancel whatever generated submissions queued, so later tests find an idle worker."""
     with stack.client() as http:
         for status in ("queued", "running"):
-            for job in http.get("/v1/jobs", params={"status": status, "limit": 500}).json()["jobs"]:
+            page = http.get("/v1/jobs", params={"status": status, "limit": 500}).json()
+            for job in page["jobs"]:
                 http.post(f"/v1/jobs/{job['id']}/cancel")
 
 
-schema = schemathesis.pytest.from_fixture("api_schema")
+def _run_operation(stack: Stack, strategy: st.SearchStrategy[schemathesis.Case],
+                   max_examples: int) -> None:
+    @settings(max_examples=max_examples, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(case=strategy)
+    def call(case: schemathesis.Case) -> None:
+        response = case.call(base_url=stack.api_url, timeout=TIMEOUT)
+        for _ in range(20):  # the rate limiter's 429s are waited out, not fuzzed
+            if response.status_code != 429:
+                break
+            time.sleep(min(float(response.headers.get("retry-after", ["1"])[0]), 5))
+            response = case.call(base_url=stack.api_url, timeout=TIMEOUT)
+        if case.path == "/v1/jobs" and case.method.upper() == "POST" \
+                and response.status_code == 202:
+            # A generated spec that happens to be valid: fine, but it need not train.
+            httpx.post(f"{stack.api_url}/v1/jobs/{response.json()['id']}/cancel",
+                       timeout=TIMEOUT)
+        case.validate_response(response, checks=CHECKS)
+
+    call()
 
 
-@schema.parametrize()
-@settings(max_examples=40, deadline=None, database=None,
-          suppress_health_check=list(HealthCheck))
-def test_openapi_schema(case: schemathesis.Case, stack: Stack) -> None:
-    response = case.call(base_url=stack.api_url, timeout=TIMEOUT)
-    if (case.method.upper() == "POST" and case.path == "/v1/jobs"
-            and response.status_code == 202):
-        # A generated spec that happens to be valid: fine, but do not let it train for long.
-        httpx.post(f"{stack.api_url}/v1/jobs/{response.json()['id']}/cancel", timeout=TIMEOUT)
-    case.validate_response(response, checks=CHECKS)
+def test_openapi_schema(stack: Stack) -> None:
+    """Every operation of the app's own schema, with its examples, valid and invalid data."""
+    schema = schemathesis.openapi.from_url(f"{stack.api_url}/openapi.json", timeout=TIMEOUT)
+    failures: list[str] = []
+    operations = 0
+    try:
+        for result in schema.get_all_operations():
+            operation = result.ok()
+            operations += 1
+            runs = [("examples", strategy, 5)
+                    for strategy in schema.get_strategies_from_examples(operation)]
+            runs += [("positive", operation.as_strategy(GenerationMode.POSITIVE), 40),
+                     ("negative", operation.as_strategy(GenerationMode.NEGATIVE), 40)]
+            for mode, strategy, examples in runs:
+                try:
+                    _run_operation(stack, strategy, examples)
+                except Unsatisfiable:
+                    continue  # no invalid request exists (an operation without parameters)
+                except Exception as error:  # collect them all, then fail once
+                    failures.append(f"{operation.label} ({mode}):\n{error}")
+    finally:
+        _cancel_in_flight(stack)
+    assert operations >= 10
+    assert not failures, "\n\n".join(failures)

@@ -1,0 +1,146 @@
+"""B3: predictions of one trained MLP (784-256-128-64-10), 1 row and 64 rows, over HTTP on
+loopback: the service's POST /v1/jobs/{id}/predict, the same app's GET /healthz, MLflow's own
+`mlflow models serve --env-manager local` of the same registered model, and the in-process
+forward pass (`dlmodels.training.predict`, what the route calls, one torch thread as the API)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import httpx
+import numpy as np
+import psycopg
+import torch
+
+from bench.common import ArmFn, BenchResult, Config, interleave
+from bench.jobs import mlp784, run_job
+from bench.load import Request, latencies, new_client, throughput
+from bench.stack import Services
+from dlmodels.builder import SpecModel, build_model
+from dlmodels.serialize import load_weights
+from dlmodels.spec import JobSpec
+from dlmodels.training import predict
+from tests.integration.stack import Process, free_port, start, wait_until
+
+NAME = "bench-b3-mlp"
+THREADS = 4  # client threads for throughput
+
+
+def start_model_server(services: Services, model_uri: str) -> tuple[Process, str]:
+    port = free_port()
+    env = {**services.migrated_env(), "MLFLOW_TRACKING_URI": services.mlflow_url}
+    proc = start("mlflow-models-serve", ["mlflow", "models", "serve", "-m", model_uri,
+                                         "--env-manager", "local", "-h", "127.0.0.1", "-p",
+                                         str(port)], env, services.workdir / "logs")
+    services.extra.append(proc)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: httpx.get(f"{url}/ping").status_code == 200, 120,
+                   "mlflow models serve", interval=0.2)
+    except TimeoutError:
+        proc.stop()
+        raise RuntimeError(f"mlflow models serve did not start:\n{proc.tail()}") from None
+    return proc, url
+
+
+def _trained_model(services: Services, job_id: str, body: dict[str, Any]) -> SpecModel:
+    """The job's model as the API builds it: the spec's model with the stored weights."""
+    dsn = services.database().replace("+psycopg", "")
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT data FROM job_weights WHERE job_id = %s", (job_id,)).fetchone()
+    if row is None:
+        raise RuntimeError(f"job {job_id} has no stored weights")
+    spec = JobSpec.model_validate(body)
+    return load_weights(build_model(spec.model, loss=spec.training.loss), bytes(row[0]))
+
+
+def _in_process(model: SpecModel, x: np.ndarray, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        begin = time.perf_counter()
+        predict(model, torch.from_numpy(x), "cross_entropy")
+        out.append(time.perf_counter() - begin)
+    return out
+
+
+def _latency_arm(request: Request, client: httpx.Client, n: int) -> ArmFn:
+    return lambda: {"lat": latencies(request, n, client)}
+
+
+def _in_process_arm(model: SpecModel, x: np.ndarray, n: int) -> ArmFn:
+    return lambda: {"lat": _in_process(model, x, n)}
+
+
+def _throughput_arm(request: Request, duration: float) -> ArmFn:
+    return lambda: {"rps": throughput(request, THREADS, duration)}
+
+
+def run(config: Config, services: Services) -> BenchResult:
+    result = BenchResult("B3", "predict latency and throughput, one trained MLP")
+    stack = services.stack(workers=1)
+    with stack.client() as client:
+        job = run_job(client, mlp784(NAME))
+    server, mlflow_url = start_model_server(services, f"models:/{NAME}/1")
+    model = _trained_model(services, job["id"], mlp784(NAME))
+    rows = np.round(np.random.default_rng(1).random((64, 784)), 4).astype(np.float32)
+    inputs = {1: rows[:1], 64: rows[:64]}
+    http: dict[str, Request] = {"healthz": Request("GET", f"{stack.api_url}/healthz")}
+    for n_rows, x in inputs.items():
+        payload = {"inputs": x.tolist()}
+        http[f"predict {n_rows}"] = Request.json(
+            "POST", f"{stack.api_url}/v1/jobs/{job['id']}/predict", payload)
+        http[f"mlflow serve {n_rows}"] = Request.json("POST", f"{mlflow_url}/invocations",
+                                                      payload)
+    _check_same_predictions(result, http)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    clients = {name: new_client() for name in http}
+    per_call, rounds = config.pick(100, 10), config.pick(5, 1)
+    try:
+        arms: dict[str, ArmFn] = {name: _latency_arm(req, clients[name], per_call)
+                                  for name, req in http.items()}
+        for n_rows, x in inputs.items():
+            arms[f"in-process {n_rows}"] = _in_process_arm(model, x, per_call)
+        lat = interleave(arms, rounds, warmup=1)
+        duration, t_rounds = config.pick(2.0, 0.5), config.pick(3, 1)
+        thr = interleave({name: _throughput_arm(req, duration) for name, req in http.items()},
+                         t_rounds, warmup=config.pick(1, 0))
+    finally:
+        torch.set_num_threads(threads)
+        for c in clients.values():
+            c.close()
+        server.stop()
+    ms = {arm: {"lat": [v * 1000 for v in m["lat"]]} for arm, m in lat.items()}
+    for n_rows in inputs:
+        case = f"{n_rows} row{'s' if n_rows > 1 else ''}"
+        base = result.add(case, f"in-process {n_rows}", "latency c=1", "ms",
+                          ms[f"in-process {n_rows}"]["lat"])
+        ours = result.add(case, f"predict {n_rows}", "latency c=1", "ms",
+                          ms[f"predict {n_rows}"]["lat"], base)
+        result.add(case, f"mlflow serve {n_rows}", "latency c=1", "ms",
+                   ms[f"mlflow serve {n_rows}"]["lat"], base)
+        over = ours.median - base.median
+        result.target(f"{case}: predict p50 - in-process p50", over, "ms", "< 1", over < 1)
+        anchor = result.add(case, f"mlflow serve {n_rows}", f"throughput c={THREADS}", "req/s",
+                            thr[f"mlflow serve {n_rows}"]["rps"])
+        mine = result.add(case, f"predict {n_rows}", f"throughput c={THREADS}", "req/s",
+                          thr[f"predict {n_rows}"]["rps"], anchor)
+        result.target(f"{case}: predict throughput / mlflow serve", mine.ratio or 0, "x",
+                      ">= 2", (mine.ratio or 0) >= 2)
+    base = result.add("no body", "healthz", "latency c=1", "ms", ms["healthz"]["lat"])
+    result.add("no body", "healthz", f"throughput c={THREADS}", "req/s", thr["healthz"]["rps"])
+    result.notes.append(
+        f"latency: {rounds} interleaved rounds x {per_call} sequential calls, keep-alive; "
+        f"throughput: {t_rounds} rounds x {duration:g} s with {THREADS} client threads (httpx, "
+        f"same machine: the client shares the {os.cpu_count()} cores)")
+    return result
+
+
+def _check_same_predictions(result: BenchResult, http: dict[str, Request]) -> None:
+    with new_client() as client:
+        ours = np.array(http["predict 64"].send(client).json()["predictions"])
+        theirs = http["mlflow serve 64"].send(client).json()["predictions"]
+    diff = float(np.max(np.abs(ours - np.array(theirs))))
+    result.notes.append(f"API and mlflow serve predictions agree to {diff:.1e} (max abs diff)")
