@@ -41,6 +41,8 @@ class Settings(BaseSettings):
                                     "unreachable before a job fails with tracking_unavailable.")
     max_concurrent_jobs: int = Field(20, ge=1, description="Queued + running jobs per tenant.")
     max_params: int = Field(100_000_000, ge=1, description="Largest model, in parameters.")
+    max_activation_bytes: int = Field(2**30, ge=1, description="Largest activation memory "
+                                      "per sample (the summary's estimate).")
     max_epoch_samples: int = Field(10**10, ge=1, description="Largest epochs x samples.")
     rate_limit: float = Field(50.0, gt=0, description="Requests per second per tenant "
                               "(token bucket, per API process).")

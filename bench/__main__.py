@@ -4,6 +4,7 @@ write the results (every figure with its unit, the machine, library versions, th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 import time
@@ -38,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     config = Config(smoke=args.smoke)
     results: list[BenchResult] = []
     began = time.perf_counter()
-    with Services(keep=args.keep) as services:
+    # Libraries print (MLflow's run links); stdout is kept for the table.
+    with Services(keep=args.keep) as services, contextlib.redirect_stdout(sys.stderr):
         print(f"work dir: {services.workdir}", file=sys.stderr)
         if set(chosen) - {"B1"}:
             services.stack(workers=1, wait=False)  # boots while B1 runs

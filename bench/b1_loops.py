@@ -54,21 +54,22 @@ def cases(smoke: bool) -> list[Case]:
     n_mlp, n_small, epochs = (1024, 256, 1) if smoke else (20_000, 4096, 2)
     x = rng.standard_normal((n_mlp, 784), dtype=np.float32)
     y = _teacher_labels(x, 10, rng)
-    mlp: list[dict[str, Any]] = [{"type": "dense", "units": 256, "activation": "relu"},
-           {"type": "dense", "units": 128, "activation": "relu"},
-           {"type": "dense", "units": 64, "activation": "relu"},
-           {"type": "dense", "units": 10, "activation": "softmax"}]
+    mlp: list[dict[str, Any]] = [
+        {"type": "dense", "units": 256, "activation": "relu"},
+        {"type": "dense", "units": 128, "activation": "relu"},
+        {"type": "dense", "units": 64, "activation": "relu"},
+        {"type": "dense", "units": 10, "activation": "softmax"}]
     seq = rng.standard_normal((n_small, 20, 8), dtype=np.float32)
     seq_y = (seq[:, :, 0].sum(axis=1) > 0).astype(np.int64)
     img = rng.standard_normal((n_small, 1, 28, 28), dtype=np.float32)
     img_y = _teacher_labels(img, 10, rng)
     cnn: list[dict[str, Any]] = [
-           {"type": "conv2d", "filters": 8, "kernel_size": 3, "activation": "relu"},
-           {"type": "maxpool2d", "pool_size": 2},
-           {"type": "conv2d", "filters": 16, "kernel_size": 3, "activation": "relu"},
-           {"type": "maxpool2d", "pool_size": 2},
-           {"type": "flatten"},
-           {"type": "dense", "units": 10, "activation": "softmax"}]
+        {"type": "conv2d", "filters": 8, "kernel_size": 3, "activation": "relu"},
+        {"type": "maxpool2d", "pool_size": 2},
+        {"type": "conv2d", "filters": 16, "kernel_size": 3, "activation": "relu"},
+        {"type": "maxpool2d", "pool_size": 2},
+        {"type": "flatten"},
+        {"type": "dense", "units": 10, "activation": "softmax"}]
     lstm: list[dict[str, Any]] = [{"type": "lstm", "units": 64},
                                   {"type": "dense", "units": 2, "activation": "softmax"}]
     return [

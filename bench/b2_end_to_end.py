@@ -57,7 +57,7 @@ def run(config: Config, services: Services) -> BenchResult:
     def local() -> dict[str, Any]:
         return {"inproc": in_process(spec, x, y)}
 
-    rounds = config.pick(10, 1)
+    rounds = config.pick(8, 1)
     try:
         samples = interleave({"service": service, "in-process": local}, rounds, warmup=1)
     finally:

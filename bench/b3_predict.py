@@ -84,7 +84,8 @@ def run(config: Config, services: Services) -> BenchResult:
         job = run_job(client, mlp784(NAME))
     server, mlflow_url = start_model_server(services, f"models:/{NAME}/1")
     model = _trained_model(services, job["id"], mlp784(NAME))
-    rows = np.round(np.random.default_rng(1).random((64, 784)), 4).astype(np.float32)
+    # Pixel-like values with 4 decimals, sent as a client would write them (~6 KB per row).
+    rows = np.round(np.random.default_rng(1).random((64, 784)), 4)
     inputs = {1: rows[:1], 64: rows[:64]}
     http: dict[str, Request] = {"healthz": Request("GET", f"{stack.api_url}/healthz")}
     for n_rows, x in inputs.items():
@@ -97,16 +98,20 @@ def run(config: Config, services: Services) -> BenchResult:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     clients = {name: new_client() for name in http}
-    per_call, rounds = config.pick(100, 10), config.pick(5, 1)
+    per_call, rounds = config.pick(60, 10), config.pick(5, 1)
+    duration, t_rounds = config.pick(1.5, 0.3), config.pick(3, 1)
     try:
         arms: dict[str, ArmFn] = {name: _latency_arm(req, clients[name], per_call)
                                   for name, req in http.items()}
         for n_rows, x in inputs.items():
-            arms[f"in-process {n_rows}"] = _in_process_arm(model, x, per_call)
-        lat = interleave(arms, rounds, warmup=1)
-        duration, t_rounds = config.pick(2.0, 0.5), config.pick(3, 1)
+            arms[f"in-process {n_rows}"] = _in_process_arm(model, x.astype(np.float32),
+                                                           per_call)
+        for name, req in http.items():  # warm-up: a few calls and a short burst of each
+            latencies(req, 10, clients[name])
+            throughput(req, THREADS, 0.2)
+        lat = interleave(arms, rounds, warmup=0)
         thr = interleave({name: _throughput_arm(req, duration) for name, req in http.items()},
-                         t_rounds, warmup=config.pick(1, 0))
+                         t_rounds, warmup=0)
     finally:
         torch.set_num_threads(threads)
         for c in clients.values():
@@ -132,7 +137,8 @@ def run(config: Config, services: Services) -> BenchResult:
     base = result.add("no body", "healthz", "latency c=1", "ms", ms["healthz"]["lat"])
     result.add("no body", "healthz", f"throughput c={THREADS}", "req/s", thr["healthz"]["rps"])
     result.notes.append(
-        f"latency: {rounds} interleaved rounds x {per_call} sequential calls, keep-alive; "
+        f"after a warm-up, latency: {rounds} interleaved rounds x {per_call} sequential calls, "
+        "keep-alive; "
         f"throughput: {t_rounds} rounds x {duration:g} s with {THREADS} client threads (httpx, "
         f"same machine: the client shares the {os.cpu_count()} cores)")
     return result

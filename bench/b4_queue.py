@@ -60,7 +60,7 @@ def run(config: Config, services: Services) -> BenchResult:
         return {"running": stamp(job["started_at"]) - posted, "post": accepted}
 
     per_call = config.pick(20, 5)
-    rounds = config.pick(15, 3)
+    rounds = config.pick(12, 3)
     try:
         samples = interleave({"service": service, "redis": lambda: {
             "rtt": redis_round_trips(services.redis_url or "", per_call)}}, rounds, warmup=1)

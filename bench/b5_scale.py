@@ -62,7 +62,7 @@ def _reads(api: str, ids: list[str], done: threading.Event, batch: Batch, window
 def batch(config: Config, services: Services, workers: int, n: int, first: int = 0,
           reads: bool = True) -> Batch:
     """Submit n tiny jobs at once to a fresh worker with `workers` processes, wait for all."""
-    stack = services.stack(workers=workers)
+    stack = services.stack(workers=workers, fresh=True)
     assert services.worker is not None
     worker_pid = services.worker.popen.pid
     # Warm-up: each pool process runs a job first.

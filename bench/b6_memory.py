@@ -35,6 +35,8 @@ def _worker(config: Config, services: Services, result: BenchResult) -> None:
             result.add(case, "growth per 100 jobs", "RSS", "MiB",
                        [(end - warm) / MiB * 100 / jobs])
             _flat(result, case, warm, end)
+            series = ", ".join(f"{d}: {r / MiB:.0f}" for d, r in b.rss)
+            result.notes.append(f"{case}, RSS MiB by jobs done: {series}")
 
 
 def _api(config: Config, services: Services, result: BenchResult) -> None:
@@ -71,6 +73,8 @@ def _api(config: Config, services: Services, result: BenchResult) -> None:
     result.add(case, "predict, model not cached", "latency c=1", "ms",
                [s * 1000 for s in miss])
     _flat(result, case, warm, end)
+    series = ", ".join(f"{d}: {r / MiB:.0f}" for d, r in samples[::max(1, len(samples) // 12)])
+    result.notes.append(f"{case}, RSS MiB by predictions made: {series}")
 
 
 def run(config: Config, services: Services) -> BenchResult:

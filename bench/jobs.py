@@ -23,7 +23,7 @@ def heights(epochs: int = 100, name: str = "bench-heights") -> dict[str, Any]:
     return body
 
 
-def tiny(index: int, epochs: int = 5) -> dict[str, Any]:
+def tiny(index: int, epochs: int = 1) -> dict[str, Any]:
     """A tiny job whose model differs with `index` (hidden width 192..255: 50k-66k params),
     trained on the 10 heights rows: its cost is the service's, not the training's."""
     units = 192 + index % 64

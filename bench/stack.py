@@ -105,15 +105,15 @@ class Services:
             self._env = env
         return self._env
 
-    def stack(self, workers: int = 1, wait: bool = True) -> Stack:
-        """The API and a worker with `workers` pool processes (restarted when that differs);
-        with `wait`, both ready (the worker's pool up), else only started."""
+    def stack(self, workers: int = 1, wait: bool = True, fresh: bool = False) -> Stack:
+        """The API and a worker with `workers` pool processes (restarted when that differs, or
+        with `fresh`); with `wait`, both ready (the worker's pool up), else only started."""
         if self._stack is None:
             self._stack = Stack(kind="postgres-redis", api_url=f"http://127.0.0.1:{free_port()}",
                                 env=self.migrated_env(), mlflow_url=self.mlflow_url,
                                 workdir=self.workdir)
         stack = self._stack
-        if self.worker is None or self.worker.popen.poll() is not None or \
+        if fresh or self.worker is None or self.worker.popen.poll() is not None or \
                 self.workers != workers:
             if self.worker is not None:
                 self.worker.stop()

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from dlmodels.activations import make_activation
+from dlmodels.errors import SpecError
 from dlmodels.layers import LayerSpec, Shape, infer_layers, make_layer
 from dlmodels.losses import LOSSES
 from dlmodels.spec import ModelSpec
@@ -117,7 +118,12 @@ def summarize(spec: ModelSpec) -> Summary:
     infer_layers(list(spec.layers), tuple(spec.input_shape), ("model", "layers"))
     rows, shape, total, trainable, activations = [], tuple(spec.input_shape), 0, 0, 0
     for index, layer in enumerate(spec.layers):
-        module = _meta_layer(layer, shape, spec)
+        try:
+            module = _meta_layer(layer, shape, spec)
+        except (TypeError, RuntimeError, OverflowError, ValueError) as error:
+            raise SpecError(f"{layer.type} cannot be built for input {list(shape)}: "
+                            f"{type(error).__name__}: {str(error)[:200]}",
+                            ("model", "layers", index)) from None
         shape = layer.infer(shape)
         params = sum(p.numel() for p in module.parameters())
         total += params

@@ -13,10 +13,14 @@ from dlmodels.errors import DataError, Loc
 def to_array(values: Any, *, integer: bool = False, loc: Loc = ()) -> np.ndarray:
     """Nested lists -> a float32 (or int64) array; ragged lists, non-numbers, NaN and Inf fail."""
     try:
-        array = np.asarray(values, dtype=np.float64)
+        raw = np.asarray(values)
+        if raw.dtype.kind not in "iuf":  # strings, booleans, objects (e.g. 10**400)
+            raise DataError("expected numbers in nested lists (no strings, booleans or "
+                            "integers beyond 64 bits)", loc)
+        array = raw.astype(np.float64)
     except ValueError as error:
         raise DataError(_describe_bad_list(values, str(error)), loc) from None
-    except TypeError:
+    except (TypeError, OverflowError):
         raise DataError("expected numbers in nested lists", loc) from None
     if not np.isfinite(array).all():
         bad = np.argwhere(~np.isfinite(array))[0].tolist()

@@ -18,7 +18,7 @@ def _shorthand(value: object) -> object:
 
 
 class _Optimizer(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     lr: float = Field(0.001, gt=0, le=10, examples=[0.001])
     weight_decay: float = Field(0.0, ge=0, le=1)
 
@@ -86,7 +86,7 @@ OptimizerSpec = Annotated[
 class StepLR(BaseModel):
     """Multiply the learning rate by `gamma` every `step_size` epochs."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     type: Literal["step"]
     step_size: int = Field(10, ge=1)
     gamma: float = Field(0.1, gt=0, le=1)
@@ -95,7 +95,7 @@ class StepLR(BaseModel):
 class CosineLR(BaseModel):
     """Cosine-anneal the learning rate to `eta_min` over `t_max` epochs (default: all)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     type: Literal["cosine"]
     t_max: int | None = Field(None, ge=1)
     eta_min: float = Field(0.0, ge=0)
@@ -104,7 +104,7 @@ class CosineLR(BaseModel):
 class PlateauLR(BaseModel):
     """Multiply the learning rate by `factor` when `monitor` stops improving for `patience`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     type: Literal["plateau"]
     monitor: str = "val_loss"
     factor: float = Field(0.1, gt=0, lt=1)

@@ -24,7 +24,7 @@ HEIGHTS_LAYERS = [
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ModelSpec(Strict):
@@ -76,7 +76,7 @@ class InlineData(Strict):
 
 class BuiltinData(Strict):
     name: str = Field(examples=["iris"])
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, int | float | bool | str] = Field(default_factory=dict)
 
 
 def _builtin_shorthand(value: object) -> object:

@@ -37,7 +37,7 @@ def create_job(session: Session, *, spec: JobSpec, tenant: str, idempotency_key:
         if existing is not None:
             return _same_spec_or_conflict(existing, spec)
     summary, (x, _) = check_job(spec, session=session, tenant=tenant)
-    _check_size(spec=spec, total_params=summary.total_params, samples=len(x), settings=settings)
+    _check_size(spec=spec, summary=summary, samples=len(x), settings=settings)
     job_id = new_id()
     job = Job(id=job_id, tenant=tenant, name=spec.name or f"job-{job_id[:8]}",
               status=JobStatus.queued, queue="gpu" if spec.training.device == "cuda" else "cpu",
@@ -91,10 +91,19 @@ def _dispatch_or_undo(session: Session, job: Job) -> None:
                           "shortly", headers={"Retry-After": "5"}) from error
 
 
-def _check_size(*, spec: JobSpec, total_params: int, samples: int, settings: Settings) -> None:
-    if total_params > settings.max_params:
-        raise InvalidInput(f"the model has {total_params:,} parameters; the limit is "
+def check_model_size(summary: Summary, settings: Settings) -> None:
+    """Models too large to run here are refused before anything is allocated."""
+    if summary.total_params > settings.max_params:
+        raise InvalidInput(f"the model has {summary.total_params:,} parameters; the limit is "
                            f"{settings.max_params:,}", ["model"])
+    if summary.activation_bytes_per_sample > settings.max_activation_bytes:
+        raise InvalidInput(f"the model needs {summary.activation_bytes_per_sample:,} bytes of "
+                           f"activations per sample; the limit is "
+                           f"{settings.max_activation_bytes:,}", ["model"])
+
+
+def _check_size(*, spec: JobSpec, summary: Summary, samples: int, settings: Settings) -> None:
+    check_model_size(summary, settings)
     work = spec.training.epochs * samples
     if work > settings.max_epoch_samples:
         raise InvalidInput(f"{spec.training.epochs} epochs x {samples} samples = {work:,}; the "

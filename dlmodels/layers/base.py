@@ -26,7 +26,7 @@ BiasInit = Literal["default", "zeros"]
 class InitSpec(BaseModel):
     """How to initialise weights (matrices and kernels) and biases; `default` keeps PyTorch's."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     weights: WeightInit = Field("default", examples=["xavier_uniform"])
     bias: BiasInit = Field("default", examples=["zeros"])
 
@@ -34,7 +34,7 @@ class InitSpec(BaseModel):
 class LayerSpec(BaseModel):
     """Fields every layer has. Subclasses set `type` as a Literal and implement infer/build."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     type: str
     init: InitSpec | None = Field(None, description="Overrides the model's `init` for this layer.")
     trainable: bool = Field(True, description="False freezes this layer's parameters.")

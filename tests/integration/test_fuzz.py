@@ -350,8 +350,8 @@ def test_openapi_schema(stack: Stack) -> None:
             operations += 1
             runs = [("examples", strategy, 5)
                     for strategy in schema.get_strategies_from_examples(operation)]
-            runs += [("positive", operation.as_strategy(GenerationMode.POSITIVE), 40),
-                     ("negative", operation.as_strategy(GenerationMode.NEGATIVE), 40)]
+            runs += [("positive", operation.as_strategy(GenerationMode.POSITIVE), 50),
+                     ("negative", operation.as_strategy(GenerationMode.NEGATIVE), 50)]
             for mode, strategy, examples in runs:
                 try:
                     _run_operation(stack, strategy, examples)
