@@ -14,6 +14,7 @@ import torch
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 from kombu import Queue
 
+from api.db import get_engine
 from api.queue import make_celery
 from api.settings import get_settings
 from worker.reaper import Reaper
@@ -33,7 +34,14 @@ def _remember_concurrency(sender: Any = None, **_: Any) -> None:
 
 
 @worker_process_init.connect
-def _set_threads(**_: Any) -> None:
+def _after_fork(**_: Any) -> None:
+    # A forked pool process must not share the parent's database connections (the reaper
+    # uses them): a shared psycopg connection hangs both. Fresh ones are opened on demand.
+    get_engine().dispose(close=False)
+    _set_threads()
+
+
+def _set_threads() -> None:
     threads = get_settings().worker_threads or max(1, (os.cpu_count() or 1) // _processes)
     torch.set_num_threads(threads)
     logging.getLogger("taas").setLevel(logging.INFO)
