@@ -1,12 +1,15 @@
 """Request guards that run before any body is parsed: size (413) and media type (415).
 
 A pure ASGI middleware, so a too-large body is refused from its Content-Length before it is
-read, and a chunked body as soon as the bytes read pass the limit.
+read, and a chunked body as soon as the bytes read pass the limit. It also turns a bug into a
+logged 500 here, because Starlette's own catch-all re-raises after answering and uvicorn then
+drops the client's keep-alive connection.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -21,6 +24,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("taas.api")
 
 # Routes that take other bodies than JSON (they check their media types themselves).
 RAW_BODY_PATHS = ("/v1/datasets",)
@@ -43,7 +48,7 @@ class RequestGuard:
         if scope["path"].startswith("/v1/") and not await self._tenant(scope, headers, send):
             return
         if scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
-            await self.app(scope, receive, send)
+            await self._guarded(scope, receive, send)
             return
         upload = scope["path"].startswith(RAW_BODY_PATHS)
         limit = self.max_upload_bytes if upload else self.max_bytes
@@ -59,7 +64,24 @@ class RequestGuard:
                           f"this API takes JSON bodies (content-type: application/json), not "
                           f"{media or 'an untyped body'}")
             return
-        await self.app(scope, self._limited(receive, limit), send)
+        await self._guarded(scope, self._limited(receive, limit), send)
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as error:
+            if started:  # half an answer is out; all that is left is to end the connection
+                raise
+            log.exception("unhandled error", exc_info=error)
+            await _refuse(send, 500, "internal_error",
+                          f"internal error ({type(error).__name__}); see the API log")
 
     async def _tenant(self, scope: Scope, headers: dict[str, str], send: Send) -> bool:
         """Who is calling, known before any body is read (so a bad key is 401 whatever the
