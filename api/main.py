@@ -12,6 +12,7 @@ from api.auth import RateLimiter
 from api.deps import authenticate
 from api.errors import install_error_handlers
 from api.middleware import RequestGuard
+from api.openapi import install_openapi
 from api.routes import datasets, health, jobs, specs
 from api.services.predict import ModelCache
 from api.settings import get_settings
@@ -35,6 +36,7 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     for router in (jobs.router, datasets.router, specs.router, health.router):
         app.include_router(router)
+    install_openapi(app)
     logging.getLogger("taas").setLevel(logging.INFO)
     return app
 

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from dlmodels.builder import Summary
 from dlmodels.spec import DataSpec, JobSpec, ModelSpec, TrainingSpec
@@ -105,3 +106,87 @@ class DatasetOut(BaseModel):
     format: Literal["json", "csv", "npz"] = Field(examples=["csv"])
     size_bytes: int = Field(examples=[2048])
     created_at: datetime
+
+
+# --- errors: the one shape every error answers (api.errors.error_body) ---------------------
+
+class FieldError(BaseModel):
+    """One problem a validation error found; `loc` is the path into the request."""
+
+    model_config = ConfigDict(extra="forbid")
+    loc: list[str | int] = Field(examples=[["model", "layers", 0, "units"]])
+    message: str = Field(examples=["model.layers.0.units: Input should be greater than 0"])
+    type: str = Field(examples=["greater_than"])
+
+
+def _absent_not_null(schema: dict[str, Any]) -> None:
+    """An optional field is left out of the body, never null: no `"default": null`."""
+    schema.pop("default", None)
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str = Field(description="What went wrong, for programs: `validation_error`, "
+                      "`invalid_spec`, `invalid_input`, `not_found`, `conflict`, ...",
+                      examples=["invalid_spec"])
+    message: str = Field(description="What went wrong, for people.",
+                         examples=["conv2d needs input [C, H, W]; it got [1]"])
+    loc: list[str | int] | SkipJsonSchema[None] = Field(
+        None, description="The path into the request body (or the parameter) at fault.",
+        examples=[["model", "layers", 0]], json_schema_extra=_absent_not_null)
+    errors: list[FieldError] | SkipJsonSchema[None] = Field(
+        None, description="validation_error only: every problem found; the first is the "
+        "error's own message and loc.", json_schema_extra=_absent_not_null)
+
+
+class ErrorBody(BaseModel):
+    """`{"error": {"type", "message", "loc"?}}`: the body of every 4xx and 5xx."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"error": {"type": "invalid_spec", "message": "conv2d needs input [C, H, W]; it got [1]",
+                   "loc": ["model", "layers", 0]}}]})
+    error: ErrorDetail
+
+
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.",
+                                "required": True, "schema": {"type": "integer", "minimum": 0}}}
+
+ERROR_RESPONSES: dict[int, dict[str, Any]] = {
+    400: {"description": "`http_error`: the body cannot be read as JSON text at all (e.g. it "
+          "is not UTF-8)."},
+    401: {"description": "`unauthorized`: the service has API keys and the request has no "
+          "`Authorization: Bearer <key>` header, or an unknown key.",
+          "headers": {"WWW-Authenticate": {"description": "`Bearer`", "required": True,
+                                           "schema": {"type": "string"}}}},
+    404: {"description": "`not_found`: no such resource (another tenant's id answers the same)."},
+    409: {"description": "`conflict`: the resource's state does not allow this."},
+    413: {"description": "`payload_too_large`: the request body is over the size limit."},
+    415: {"description": "`unsupported_media_type`: the body is not in a media type this "
+          "operation reads."},
+    422: {"description": "`validation_error` (with `errors`, each with its `loc`), "
+          "`invalid_spec` or `invalid_input`: the request cannot be carried out as sent."},
+    429: {"description": "`too_many_requests`: over the tenant's request rate or its limit of "
+          "jobs in flight.", "headers": _RETRY_AFTER},
+    500: {"description": "`internal_error`: a bug (see the API log)."},
+    503: {"description": "`database_unavailable` (or `unavailable`: the job queue): a "
+          "dependency is unreachable; nothing was changed.", "headers": _RETRY_AFTER},
+}
+
+# What every /v1 operation can answer: the request guard (api.middleware) authenticates (401)
+# and rate-limits (429) before routing, with the database (503); parameters are validated (422).
+V1_ERRORS = (401, 422, 429, 503)
+# What any operation taking a body can answer, also from the request guard.
+BODY_ERRORS = (413, 415)
+
+
+def errors(*codes: int, descriptions: dict[int, str] | None = None
+           ) -> dict[int | str, dict[str, Any]]:
+    """`responses=` entries for FastAPI: each code answers ErrorBody; `descriptions` overrides
+    the generic description of a code where an operation knows better."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        entry = {**ERROR_RESPONSES[code], "model": ErrorBody}
+        if descriptions and code in descriptions:
+            entry["description"] = descriptions[code]
+        responses[code] = entry
+    return responses

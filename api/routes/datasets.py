@@ -10,10 +10,10 @@ from fastapi.responses import JSONResponse
 
 from api.deps import SessionDep, SettingsDep, TenantDep
 from api.errors import PayloadTooLarge
-from api.schemas import DatasetOut
+from api.schemas import BODY_ERRORS, V1_ERRORS, DatasetOut, errors
 from api.services import datasets
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=errors(*V1_ERRORS))
 
 UPLOAD_DOC: dict[str, Any] = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"type": "object", "required": ["x", "y"], "properties": {
@@ -37,7 +37,11 @@ async def _read_limited(request: Request, limit: int) -> bytes:
 
 
 @router.post("", status_code=201, response_model=DatasetOut, openapi_extra=UPLOAD_DOC,
-             responses={200: {"model": DatasetOut, "description": "Already stored: same id."}},
+             responses={200: {"model": DatasetOut, "description": "Already stored: same id."},
+                        **errors(*BODY_ERRORS, 422, descriptions={
+                            415: "`unsupported_media_type`: not JSON, CSV or NPZ.",
+                            422: "`validation_error` or `invalid_input`: the body is not a "
+                                 "readable dataset (`loc` names the array at fault)."})},
              summary="Upload a dataset: JSON {x, y}, CSV with a header row, or NPZ with x and y")
 async def upload_dataset(
     request: Request, session: SessionDep, tenant: TenantDep, settings: SettingsDep,
@@ -56,7 +60,8 @@ async def upload_dataset(
     return JSONResponse(out.model_dump(mode="json"), status_code=201 if created else 200)
 
 
-@router.get("/{dataset_id}", response_model=DatasetOut, summary="An uploaded dataset's shapes")
+@router.get("/{dataset_id}", response_model=DatasetOut, responses=errors(404),
+            summary="An uploaded dataset's shapes")
 def get_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep) -> dict[str, Any]:
     return datasets.dataset_out(datasets.get_dataset(session, dataset_id=dataset_id,
                                                      tenant=tenant))

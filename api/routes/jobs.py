@@ -8,6 +8,8 @@ from fastapi import APIRouter, Header, Query
 
 from api.deps import CacheDep, SessionDep, SettingsDep, TenantDep
 from api.schemas import (
+    BODY_ERRORS,
+    V1_ERRORS,
     EpochMetrics,
     JobCreate,
     JobOut,
@@ -15,13 +17,22 @@ from api.schemas import (
     JobStatusName,
     PredictRequest,
     PredictResponse,
+    errors,
 )
 from api.services import jobs, predict
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=errors(*V1_ERRORS))
 
 
 @router.post("", status_code=202, response_model=JobOut,
+             responses=errors(400, *BODY_ERRORS, 409, 422, 429, 503, descriptions={
+                 409: "`conflict`: this Idempotency-Key was already used with another spec.",
+                 422: "`validation_error`, `invalid_spec` or `invalid_input` (too big to run "
+                      "here): nothing was queued; `loc` points into the body.",
+                 429: "`too_many_requests`: over the tenant's request rate, or its limit of "
+                      "queued and running jobs.",
+                 503: "`database_unavailable`, or `unavailable`: the job queue (broker) is "
+                      "unreachable; nothing was stored."}),
              summary="Submit a training job (queued; 422 for a spec that cannot run)")
 def submit_job(body: JobCreate, session: SessionDep, tenant: TenantDep, settings: SettingsDep,
                idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobOut:
@@ -40,12 +51,13 @@ def list_jobs(session: SessionDep, tenant: TenantDep, settings: SettingsDep,
     return JobPage(jobs=[jobs.job_out(job, settings) for job in found], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut, summary="A job: status, progress, metrics")
+@router.get("/{job_id}", response_model=JobOut, responses=errors(404),
+            summary="A job: status, progress, metrics")
 def get_job(job_id: str, session: SessionDep, tenant: TenantDep, settings: SettingsDep) -> JobOut:
     return jobs.job_out(jobs.get_job(session, job_id=job_id, tenant=tenant), settings)
 
 
-@router.get("/{job_id}/metrics", response_model=list[EpochMetrics],
+@router.get("/{job_id}/metrics", response_model=list[EpochMetrics], responses=errors(404),
             summary="Per-epoch history: loss, val_loss and the chosen metrics")
 def get_metrics(job_id: str, session: SessionDep, tenant: TenantDep) -> list[dict[str, Any]]:
     job = jobs.get_job(session, job_id=job_id, tenant=tenant)
@@ -53,7 +65,8 @@ def get_metrics(job_id: str, session: SessionDep, tenant: TenantDep) -> list[dic
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut,
-             responses={409: {"description": "The job already finished."}},
+             responses=errors(*BODY_ERRORS, 404, 409, descriptions={
+                 409: "`conflict`: the job already finished (succeeded, failed or cancelled)."}),
              summary="Cancel: queued jobs at once, running jobs at the next batch")
 def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep,
                settings: SettingsDep) -> JobOut:
@@ -62,6 +75,12 @@ def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep,
 
 @router.post("/{job_id}/predict", response_model=PredictResponse,
              response_model_exclude_none=True,
+             responses=errors(400, *BODY_ERRORS, 404, 409, 422, 500, descriptions={
+                 409: "`conflict`: the job has not succeeded (or has no stored weights).",
+                 422: "`validation_error` or `invalid_spec`: inputs not shaped "
+                      "[N, *input_shape], or holding NaN or Inf; `loc` points at them.",
+                 500: "`artifact_integrity`: the stored weights fail their integrity check "
+                      "and are not loaded; `internal_error`: a bug."}),
              summary="Predictions of the trained model for inputs shaped [N, *input_shape]")
 def predict_job(job_id: str, body: PredictRequest, session: SessionDep, tenant: TenantDep,
                 cache: CacheDep) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Fuzzing the running service.
 
-1. Schemathesis against the app's own OpenAPI schema: every operation, no 5xx, every response
-   conforms to the schema, and every error has the one error shape.
+1. Schemathesis against the app's own OpenAPI schema: every operation, no 5xx, every status
+   code, media type, header and body is one the schema declares for the operation, and every
+   error has the one error shape.
 2. Hypothesis over the bodies that carry user numbers (POST /v1/specs/validate, POST /v1/jobs,
    POST /v1/jobs/{id}/predict): NaN, Infinity, 1e999, huge integers, ragged, deep and long
    lists, strings where numbers go, empty lists, zero, negative and absurd sizes. Each one is a
@@ -22,7 +23,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error, response_schema_conformance
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from tests.integration.fuzz_bodies import (
     BASES,
@@ -305,7 +312,10 @@ def error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
     return None
 
 
-CHECKS = [not_a_server_error, response_schema_conformance, error_shape]
+# Every status is one the operation declares, with its declared media type, headers and body
+# (errors: ErrorBody), and every error has the error shape.
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
+          response_headers_conformance, response_schema_conformance, error_shape]
 
 
 def _cancel_in_flight(stack: Stack) -> None:
