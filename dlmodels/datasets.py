@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from dlmodels.bounds import MAX_SEED
 from dlmodels.registry import Registry
 
 Task = Literal["regression", "binary", "multiclass"]
@@ -207,7 +208,7 @@ class SequenceOptions(BaseModel):
 
     n: int = Field(default=1000, ge=1, le=100_000, description="Number of sequences.")
     length: int = Field(default=8, ge=2, le=512, description="Length T of each sequence.")
-    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Random seed.")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Random seed.")
     tokens: bool = Field(
         default=True, description="x as int64 token ids [N, T]; false: float32 [N, T, 1]."
     )

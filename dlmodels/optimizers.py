@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 import torch
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from dlmodels.bounds import MAX_EPOCHS, MAX_EPS, MAX_LR, MAX_NAME_LENGTH
 from dlmodels.registry import Registry
 
 Params = Any  # an iterable of parameters, as torch.optim takes
@@ -17,15 +18,19 @@ def _shorthand(value: object) -> object:
     return {"type": value} if isinstance(value, str) else value
 
 
+Beta = Annotated[float, Field(ge=0, lt=1)]
+"""Adam's decay rates, in [0, 1) as torch requires."""
+
+
 class _Optimizer(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    lr: float = Field(0.001, gt=0, le=10, examples=[0.001])
+    lr: float = Field(0.001, gt=0, le=MAX_LR, examples=[0.001])
     weight_decay: float = Field(0.0, ge=0, le=1)
 
 
 class SGD(_Optimizer):
     type: Literal["sgd"]
-    lr: float = Field(0.01, gt=0, le=10, examples=[0.01])
+    lr: float = Field(0.01, gt=0, le=MAX_LR, examples=[0.01])
     momentum: float = Field(0.0, ge=0, lt=1)
     nesterov: bool = False
 
@@ -38,8 +43,8 @@ class SGD(_Optimizer):
 
 class Adam(_Optimizer):
     type: Literal["adam"]
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0)
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0, le=MAX_EPS)
 
     def build(self, params: Params) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=self.lr, betas=self.betas, eps=self.eps,
@@ -48,8 +53,8 @@ class Adam(_Optimizer):
 
 class AdamW(_Optimizer):
     type: Literal["adamw"]
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0)
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0, le=MAX_EPS)
     weight_decay: float = Field(0.01, ge=0, le=1)
 
     def build(self, params: Params) -> torch.optim.Optimizer:
@@ -59,7 +64,7 @@ class AdamW(_Optimizer):
 
 class Adagrad(_Optimizer):
     type: Literal["adagrad"]
-    lr: float = Field(0.01, gt=0, le=10)
+    lr: float = Field(0.01, gt=0, le=MAX_LR)
 
     def build(self, params: Params) -> torch.optim.Optimizer:
         return torch.optim.Adagrad(params, lr=self.lr, weight_decay=self.weight_decay)
@@ -67,7 +72,7 @@ class Adagrad(_Optimizer):
 
 class RMSprop(_Optimizer):
     type: Literal["rmsprop"]
-    lr: float = Field(0.01, gt=0, le=10)
+    lr: float = Field(0.01, gt=0, le=MAX_LR)
     alpha: float = Field(0.99, gt=0, lt=1)
     momentum: float = Field(0.0, ge=0, lt=1)
 
@@ -88,7 +93,7 @@ class StepLR(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     type: Literal["step"]
-    step_size: int = Field(10, ge=1)
+    step_size: int = Field(10, ge=1, le=MAX_EPOCHS)
     gamma: float = Field(0.1, gt=0, le=1)
 
 
@@ -97,8 +102,8 @@ class CosineLR(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     type: Literal["cosine"]
-    t_max: int | None = Field(None, ge=1)
-    eta_min: float = Field(0.0, ge=0)
+    t_max: int | None = Field(None, ge=1, le=MAX_EPOCHS)
+    eta_min: float = Field(0.0, ge=0, le=MAX_LR)
 
 
 class PlateauLR(BaseModel):
@@ -106,10 +111,10 @@ class PlateauLR(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     type: Literal["plateau"]
-    monitor: str = "val_loss"
+    monitor: str = Field("val_loss", max_length=MAX_NAME_LENGTH)
     factor: float = Field(0.1, gt=0, lt=1)
-    patience: int = Field(10, ge=0)
-    min_lr: float = Field(0.0, ge=0)
+    patience: int = Field(10, ge=0, le=MAX_EPOCHS)
+    min_lr: float = Field(0.0, ge=0, le=MAX_LR)
 
 
 SchedulerSpec = Annotated[StepLR | CosineLR | PlateauLR, Field(discriminator="type")]
@@ -134,3 +139,7 @@ def _higher_is_better(monitor: str) -> bool:
 OPTIMIZERS: Registry[type[_Optimizer]] = Registry("optimizer")
 for _cls in (SGD, Adam, AdamW, Adagrad, RMSprop):
     OPTIMIZERS.add(_cls.model_fields["type"].annotation.__args__[0], _cls)  # type: ignore[union-attr]
+
+SCHEDULERS: Registry[type[BaseModel]] = Registry("lr scheduler")
+for _scheduler in (StepLR, CosineLR, PlateauLR):
+    SCHEDULERS.add(_scheduler.model_fields["type"].annotation.__args__[0], _scheduler)  # type: ignore[union-attr]

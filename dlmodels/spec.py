@@ -6,11 +6,31 @@ together (shapes, loss vs outputs, labels vs data) before anything is built or q
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
-from dlmodels.layers import AnyLayer, InitSpec
+from dlmodels.bounds import (
+    MAX_AXIS,
+    MAX_BATCH_SIZE,
+    MAX_EPOCHS,
+    MAX_INPUT_RANK,
+    MAX_LAYERS,
+    MAX_MIN_DELTA,
+    MAX_NAME_LENGTH,
+    MAX_NESTING,
+    MAX_SAMPLE_ELEMENTS,
+    MAX_SEED,
+)
+from dlmodels.layers import AnyLayer, InitSpec, LayerSpec
 from dlmodels.optimizers import OptimizerSpec, SchedulerSpec
 
 LossName = Literal["mse", "mae", "huber", "bce", "cross_entropy"]
@@ -27,21 +47,66 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+def _count_layers(layers: object, depth: int = 0) -> int:
+    """Layers in a `layers` list (raw or parsed), nested ones included; `depth` is how many
+    residual blocks the list is inside.
+
+    Stops counting once past MAX_LAYERS, so a huge tree costs no more than a legal one.
+    """
+    if not isinstance(layers, list):
+        return 0
+    if depth > MAX_NESTING:
+        raise ValueError(f"residual blocks are nested more than {MAX_NESTING} deep")
+    count = 0
+    for layer in layers:
+        count += 1
+        if isinstance(layer, dict):
+            children: list[object] = [layer.get("layers"), layer.get("shortcut")]
+        elif isinstance(layer, LayerSpec):
+            children = list(layer.children_specs().values())
+        else:
+            children = []
+        count += sum(_count_layers(child, depth + 1) for child in children)
+        if count > MAX_LAYERS:
+            break
+    return count
+
+
 class ModelSpec(Strict):
-    input_shape: list[Annotated[int, Field(gt=0, le=1_000_000)]] = Field(
-        min_length=1, max_length=4, examples=[[1]],
+    input_shape: list[Annotated[int, Field(gt=0, le=MAX_AXIS)]] = Field(
+        min_length=1, max_length=MAX_INPUT_RANK, examples=[[1]],
         description="One sample's shape, channels first: [features], [C, H, W], [T, F], or [T] "
                     "token ids with input_dtype int.")
     input_dtype: Literal["float", "int"] = Field(
         "float", description="`int` for token ids fed to an `embedding` layer.")
     init: InitSpec | None = Field(None, description="Initialisation for every layer.")
-    layers: list[AnyLayer] = Field(min_length=1, max_length=1000, examples=[HEIGHTS_LAYERS])
+    layers: list[AnyLayer] = Field(min_length=1, max_length=MAX_LAYERS,
+                                   examples=[HEIGHTS_LAYERS])
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded_layer_tree(cls, data: Any) -> Any:
+        """At most MAX_LAYERS layers in all, residual bodies and shortcuts included (each list
+        alone is bounded too), checked on the raw input before any layer is parsed."""
+        if isinstance(data, dict) and _count_layers(data.get("layers")) > MAX_LAYERS:
+            raise ValueError(f"the model has more than {MAX_LAYERS} layers, counting the "
+                             "ones inside residual blocks")
+        return data
+
+    @field_validator("input_shape")
+    @classmethod
+    def _bounded_sample(cls, shape: list[int]) -> list[int]:
+        elements = math.prod(shape)
+        if elements > MAX_SAMPLE_ELEMENTS:
+            raise ValueError(f"one sample of shape {shape} holds {elements:,} elements; the "
+                             f"limit is {MAX_SAMPLE_ELEMENTS:,}")
+        return shape
 
 
 class EarlyStopping(Strict):
-    monitor: str = Field("val_loss", examples=["val_loss"])
-    patience: int = Field(5, ge=0)
-    min_delta: float = Field(0.0, ge=0)
+    monitor: str = Field("val_loss", max_length=MAX_NAME_LENGTH, examples=["val_loss"])
+    patience: int = Field(5, ge=0, le=MAX_EPOCHS)
+    min_delta: float = Field(0.0, ge=0, le=MAX_MIN_DELTA)
     restore_best_weights: bool = False
 
 
@@ -49,10 +114,10 @@ class TrainingSpec(Strict):
     optimizer: OptimizerSpec = Field(examples=[{"type": "adam", "lr": 0.001}])
     loss: LossName = Field(examples=["mse"])
     metrics: list[MetricName] = Field(default_factory=list, examples=[["mae"]])
-    epochs: int = Field(10, ge=1, le=100_000, examples=[100])
-    batch_size: int = Field(32, ge=1, le=1_000_000, examples=[10])
+    epochs: int = Field(10, ge=1, le=MAX_EPOCHS, examples=[100])
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH_SIZE, examples=[10])
     shuffle: bool = True
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, examples=[0],
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, examples=[0],
                              description="Fixes init, shuffling and the validation split.")
     validation_split: float = Field(0.0, ge=0, lt=1, examples=[0.2])
     standardize: bool = Field(False, description="z-score inputs with the training set's "
@@ -75,7 +140,7 @@ class InlineData(Strict):
 
 
 class BuiltinData(Strict):
-    name: str = Field(examples=["iris"])
+    name: str = Field(max_length=MAX_NAME_LENGTH, examples=["iris"])
     options: dict[str, int | float | bool | str] = Field(default_factory=dict)
 
 

@@ -7,11 +7,13 @@ builder and the tests all go through the registry, so a new type cannot be half-
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from dlmodels.bounds import MAX_SAMPLE_ELEMENTS
 from dlmodels.errors import SpecError
 from dlmodels.registry import Registry
 
@@ -122,12 +124,25 @@ def make_layer(spec: LayerSpec, in_shape: Shape, init: InitSpec | None) -> nn.Mo
     return module
 
 
+def check_sample_size(shape: Shape, what: str) -> None:
+    """SpecError when one sample of `shape` has more elements than any layer may hold."""
+    elements = math.prod(shape)
+    if elements > MAX_SAMPLE_ELEMENTS:
+        raise SpecError(f"{what} {list(shape)} holds {elements:,} elements per sample; the "
+                        f"limit is {MAX_SAMPLE_ELEMENTS:,}")
+
+
 def infer_layers(layers: list[LayerSpec], in_shape: Shape, loc: tuple[str | int, ...]) -> Shape:
-    """Output shape of a chain of layers; an error's loc points at the failing layer."""
+    """Output shape of a chain of layers; an error's loc points at the failing layer.
+
+    Every output is bounded (`MAX_SAMPLE_ELEMENTS`), so a layer whose padding, units or width
+    blows the shape up is refused here, before any size is multiplied further or built.
+    """
     shape = in_shape
     for index, layer in enumerate(layers):
         try:
             shape = layer.infer(shape)
+            check_sample_size(shape, f"{layer.type}: the output shape")
         except SpecError as error:
             raise error.prefixed(*loc, index) from None
     return shape

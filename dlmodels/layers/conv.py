@@ -2,17 +2,45 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, TypeAdapter, WrapValidator, model_validator
 from torch import nn
 
+from dlmodels.bounds import MAX_CHANNELS, MAX_PADDING, MAX_SPATIAL_AXES, MAX_WINDOW
 from dlmodels.errors import SpecError
 from dlmodels.layers.base import LayerSpec, Shape, conv_out, need_rank, register_layer
 from dlmodels.layers.core import ActivationName, with_activation
 
+
+def _by_kind(*branches: Any) -> WrapValidator:
+    """Validate a union of an int, a list and maybe "same" by the input's kind alone, so a bad
+    value is one error at the field's loc (`[field, index]` inside a list) rather than one per
+    union branch. The union itself stays in the annotation for the JSON schema."""
+    one, many, *same = (TypeAdapter(branch) for branch in branches)
+
+    def validate(value: object, _handler: Any) -> object:
+        if isinstance(value, list):
+            return many.validate_python(value)
+        if same and isinstance(value, str):
+            return same[0].validate_python(value)
+        return one.validate_python(value)
+
+    return WrapValidator(validate)
+
+
+_Window = Annotated[int, Field(ge=1, le=MAX_WINDOW)]
+_Windows = Annotated[list[_Window], Field(min_length=1, max_length=MAX_SPATIAL_AXES)]
+_Pad = Annotated[int, Field(ge=0, le=MAX_PADDING)]
+_Pads = Annotated[list[_Pad], Field(min_length=1, max_length=MAX_SPATIAL_AXES)]
+_Same = Literal["same"]
+
 Size = int | list[int]
+WindowSize = Annotated[_Window | _Windows, _by_kind(_Window, _Windows)]
+"""`kernel_size`, `pool_size`, `stride`: one int for every axis, or one per spatial axis."""
+Padding = Annotated[_Pad | _Pads, _by_kind(_Pad, _Pads)]
+PaddingOrSame = Annotated[_Pad | _Pads | _Same, _by_kind(_Pad, _Pads, _Same)]
 
 
 def _per_axis(value: Size, dims: int, field: str) -> tuple[int, ...]:
@@ -20,10 +48,6 @@ def _per_axis(value: Size, dims: int, field: str) -> tuple[int, ...]:
     if len(values) != dims:
         raise SpecError(f"{field} needs 1 or {dims} values but got {len(values)}", (field,))
     return tuple(values)
-
-
-def _values(value: Size) -> list[int]:
-    return [value] if isinstance(value, int) else list(value)
 
 
 def _spatial_out(
@@ -44,21 +68,15 @@ def _spatial_out(
 
 class _Conv(LayerSpec):
     rank: ClassVar[int]
-    filters: int = Field(gt=0, le=65_536, examples=[16])
-    kernel_size: Size = Field(examples=[3])
-    stride: Size = 1
-    padding: Size | Literal["same"] = 0
+    filters: int = Field(gt=0, le=MAX_CHANNELS, examples=[16])
+    kernel_size: WindowSize = Field(examples=[3])
+    stride: WindowSize = 1
+    padding: PaddingOrSame = 0
     activation: ActivationName | None = Field(None, examples=["relu"])
     use_bias: bool = True
 
     @model_validator(mode="after")
-    def _positive(self) -> _Conv:
-        for name in ("kernel_size", "stride"):
-            value = getattr(self, name)
-            if any(v <= 0 for v in ([value] if isinstance(value, int) else value)):
-                raise ValueError(f"{name} must be positive")
-        if self.padding != "same" and any(p < 0 for p in _values(self.padding)):
-            raise ValueError("padding must be 0 or more")
+    def _same_needs_stride_1(self) -> _Conv:
         if self.padding == "same" and any(s != 1 for s in _per_axis(self.stride, self.rank, "")):
             raise ValueError("padding 'same' needs stride 1 (as in PyTorch)")
         return self
@@ -110,21 +128,11 @@ class Conv2d(_Conv):
 
 
 class _Pool(LayerSpec):
-    pool_size: Size = Field(examples=[2])
-    stride: Size | None = Field(None, description="Defaults to pool_size.")
-    padding: Size = 0
+    pool_size: WindowSize = Field(examples=[2])
+    stride: WindowSize | None = Field(None, description="Defaults to pool_size.")
+    padding: Padding = 0
     rank: ClassVar[int]
     mode: ClassVar[str]
-
-    @model_validator(mode="after")
-    def _positive(self) -> _Pool:
-        for name in ("pool_size", "stride"):
-            value = getattr(self, name)
-            if value is not None and any(v <= 0 for v in _values(value)):
-                raise ValueError(f"{name} must be positive")
-        if any(p < 0 for p in _values(self.padding)):
-            raise ValueError("padding must be 0 or more")
-        return self
 
     def _geometry(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         kernel = _per_axis(self.pool_size, self.rank, "pool_size")

@@ -9,6 +9,7 @@ from pydantic import Field
 from torch import nn
 
 from dlmodels.activations import DEFAULT_NEGATIVE_SLOPE, make_activation
+from dlmodels.bounds import MAX_EPS, MAX_UNITS
 from dlmodels.errors import SpecError
 from dlmodels.layers.base import LayerSpec, Shape, need_rank, register_layer
 
@@ -29,7 +30,7 @@ class Dense(LayerSpec):
     """Fully connected, y = x W^T + b, over the last axis (so it maps each step of a sequence)."""
 
     type: Literal["dense"]
-    units: int = Field(gt=0, le=1_000_000, examples=[64])
+    units: int = Field(gt=0, le=MAX_UNITS, examples=[64])
     activation: ActivationName | None = Field(None, examples=["relu"])
     use_bias: bool = True
 
@@ -103,7 +104,7 @@ class BatchNorm(LayerSpec):
 
     type: Literal["batchnorm"]
     momentum: float = Field(0.1, gt=0, le=1)
-    eps: float = Field(1e-5, gt=0)
+    eps: float = Field(1e-5, gt=0, le=MAX_EPS)
 
     def infer(self, in_shape: Shape) -> Shape:
         need_rank(in_shape, (1, 2, 3), "[C], [C, L] or [C, H, W]", "batchnorm")
@@ -119,7 +120,7 @@ class LayerNorm(LayerSpec):
     """Normalises each sample over its last axis (features), as Transformers do."""
 
     type: Literal["layernorm"]
-    eps: float = Field(1e-5, gt=0)
+    eps: float = Field(1e-5, gt=0, le=MAX_EPS)
 
     def infer(self, in_shape: Shape) -> Shape:
         need_rank(in_shape, (1, 2, 3), "features last", "layernorm")

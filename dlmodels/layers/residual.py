@@ -8,6 +8,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from dlmodels.bounds import MAX_LAYERS
 from dlmodels.errors import SpecError
 from dlmodels.layers.base import (
     InitSpec,
@@ -35,9 +36,9 @@ class ResidualBlock(nn.Module):
 @register_layer
 class Residual(LayerSpec):
     type: Literal["residual"]
-    layers: list[AnyLayer] = Field(min_length=1, description="The body.")
+    layers: list[AnyLayer] = Field(min_length=1, max_length=MAX_LAYERS, description="The body.")
     shortcut: list[AnyLayer] | None = Field(
-        None, description="Layers on the skip path; identity when absent.")
+        None, max_length=MAX_LAYERS, description="Layers on the skip path; identity when absent.")
 
     def infer(self, in_shape: Shape) -> Shape:
         out = infer_layers(self.layers, in_shape, ("layers",))

@@ -10,6 +10,13 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from dlmodels.bounds import (
+    MAX_CHANNELS,
+    MAX_HEADS,
+    MAX_STACKED_LAYERS,
+    MAX_UNITS,
+    MAX_VOCABULARY,
+)
 from dlmodels.errors import SpecError
 from dlmodels.layers.base import LayerSpec, Shape, need_rank, register_layer
 
@@ -19,8 +26,8 @@ class Embedding(LayerSpec):
     """Token ids [T] -> vectors [T, embedding_dim]; the model needs `input_dtype: int`."""
 
     type: Literal["embedding"]
-    num_embeddings: int = Field(gt=0, le=10_000_000, examples=[1000])
-    embedding_dim: int = Field(gt=0, le=65_536, examples=[32])
+    num_embeddings: int = Field(gt=0, le=MAX_VOCABULARY, examples=[1000])
+    embedding_dim: int = Field(gt=0, le=MAX_CHANNELS, examples=[32])
     accepts_int: ClassVar[bool] = True
 
     def infer(self, in_shape: Shape) -> Shape:
@@ -52,8 +59,8 @@ class Recurrent(nn.Module):
 
 class _RecurrentSpec(LayerSpec):
     module: ClassVar[Callable[..., nn.RNNBase]]
-    units: int = Field(gt=0, le=65_536, examples=[32])
-    num_layers: int = Field(1, ge=1, le=64)
+    units: int = Field(gt=0, le=MAX_CHANNELS, examples=[32])
+    num_layers: int = Field(1, ge=1, le=MAX_STACKED_LAYERS)
     bidirectional: bool = False
     return_sequences: bool = Field(False, description="True: [T, units]; false: [units].")
     dropout: float = Field(0.0, ge=0, lt=1, description="Between stacked layers.")
@@ -93,9 +100,9 @@ class TransformerEncoder(LayerSpec):
     """PyTorch's encoder stack over [T, D]; the model width D is the input's last axis."""
 
     type: Literal["transformer_encoder"]
-    num_heads: int = Field(gt=0, le=1024, examples=[4])
-    dim_feedforward: int = Field(gt=0, le=1_000_000, examples=[128])
-    num_layers: int = Field(1, ge=1, le=64)
+    num_heads: int = Field(gt=0, le=MAX_HEADS, examples=[4])
+    dim_feedforward: int = Field(gt=0, le=MAX_UNITS, examples=[128])
+    num_layers: int = Field(1, ge=1, le=MAX_STACKED_LAYERS)
     dropout: float = Field(0.1, ge=0, lt=1)
     activation: Literal["relu", "gelu"] = "relu"
     norm_first: bool = False
