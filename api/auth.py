@@ -19,8 +19,10 @@ from api.models import ApiKey
 from api.settings import Settings
 
 KEY_PREFIX = "taas_"
-_STORED_KEYS_TTL = 5.0  # seconds a "stored keys exist?" answer is reused
-_stored_cache: tuple[float, bool] = (0.0, False)
+# Answers from the database, reused for TAAS_AUTH_CACHE_SECONDS: "do stored keys exist?" and
+# "whose key is this?". Most requests then need no query.
+_stored_cache: tuple[float, bool] = (float("-inf"), False)
+_tenant_cache: dict[str, tuple[float, str]] = {}  # key hash -> (checked at, tenant)
 
 
 def hash_key(key: str) -> str:
@@ -36,25 +38,63 @@ def create_key(session: Session, *, tenant: str) -> str:
     return key
 
 
-def _stored_keys_exist(session: Session) -> bool:
+def _stored_keys_exist(session: Session, settings: Settings) -> bool:
     global _stored_cache
     checked_at, found = _stored_cache
-    if time.monotonic() - checked_at > _STORED_KEYS_TTL:
+    if time.monotonic() - checked_at > settings.auth_cache_seconds:
         found = bool(session.scalar(select(exists().where(ApiKey.revoked_at.is_(None)))))
         _stored_cache = (time.monotonic(), found)
     return found
 
 
 def auth_enabled(session: Session, settings: Settings) -> bool:
-    return bool(settings.api_key_map()) or _stored_keys_exist(session)
+    return bool(settings.api_key_map()) or _stored_keys_exist(session, settings)
 
 
-def tenant_for_key(session: Session, settings: Settings, key: str) -> str | None:
+def bearer_token(authorization: str | None) -> str | None:
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _env_tenant(settings: Settings, key: str) -> str | None:
     for known, tenant in settings.api_key_map().items():
         if hmac.compare_digest(known.encode(), key.encode()):
             return tenant
-    stored = session.get(ApiKey, hash_key(key))
-    return stored.tenant if stored is not None and stored.revoked_at is None else None
+    return None
+
+
+def tenant_for_key(session: Session, settings: Settings, key: str) -> str | None:
+    tenant = _env_tenant(settings, key)
+    if tenant is not None:
+        return tenant
+    key_hash = hash_key(key)
+    stored = session.get(ApiKey, key_hash)
+    if stored is None or stored.revoked_at is not None:
+        return None
+    _tenant_cache[key_hash] = (time.monotonic(), stored.tenant)
+    return stored.tenant
+
+
+def remembered_tenant(settings: Settings, authorization: str | None) -> str | None:
+    """The caller's tenant when memory alone answers ("" when auth is off); None: ask the
+    database. Answers the database gave are reused for TAAS_AUTH_CACHE_SECONDS."""
+    now, ttl = time.monotonic(), settings.auth_cache_seconds
+    checked_at, stored_keys = _stored_cache
+    if now - checked_at > ttl:
+        return None
+    env_keys = bool(settings.api_key_map())
+    if not env_keys and not stored_keys:
+        return ""
+    token = bearer_token(authorization)
+    if token is None:
+        return None  # the database path answers 401 with its message
+    tenant = _env_tenant(settings, token) if env_keys else None
+    if tenant is not None:
+        return tenant
+    found = _tenant_cache.get(hash_key(token))
+    if found is not None and now - found[0] <= ttl:
+        return found[1]
+    return None
 
 
 class RateLimiter:

@@ -44,6 +44,20 @@ def get_sessionmaker() -> sessionmaker[Session]:
     return sessionmaker(get_engine(), expire_on_commit=False)
 
 
+@lru_cache
+def get_read_sessionmaker() -> sessionmaker[Session]:
+    """Sessions for requests that only read: autocommit, so a read is one round trip (no
+    BEGIN before it, no ROLLBACK after it) and closing one does no I/O."""
+    engine = get_engine().execution_options(isolation_level="AUTOCOMMIT")
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def reset() -> None:
+    """Forget the engine and session factories (after the settings changed, e.g. in tests)."""
+    for cached in (get_engine, get_sessionmaker, get_read_sessionmaker):
+        cached.cache_clear()
+
+
 @contextmanager
 def session_scope() -> Iterator[Session]:
     """A session that commits on success and rolls back on error."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -11,8 +11,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from api.auth import RateLimiter, auth_enabled, tenant_for_key
-from api.db import get_sessionmaker
+from api.auth import (
+    RateLimiter,
+    auth_enabled,
+    bearer_token,
+    remembered_tenant,
+    tenant_for_key,
+)
+from api.db import get_read_sessionmaker, get_sessionmaker
 from api.errors import TooManyRequests, Unauthorized
 from api.services.predict import ModelCache
 from api.settings import Settings, get_settings
@@ -32,7 +38,22 @@ def get_session() -> Iterator[Session]:
             session.invalidate()
 
 
-def get_model_cache(request: Request) -> ModelCache:
+async def get_read_session() -> AsyncIterator[Session]:
+    """An autocommit session for a request that only reads. Opening and closing one does no
+    I/O, so this runs on the event loop: no thread hop before or after the route."""
+    session = get_read_sessionmaker()()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+# The dependencies below only read memory: async, so FastAPI does not hop to a thread for them.
+async def get_settings_dep() -> Settings:
+    return get_settings()
+
+
+async def get_model_cache(request: Request) -> ModelCache:
     cache: ModelCache = request.app.state.model_cache
     return cache
 
@@ -41,18 +62,30 @@ def authenticate(authorization: str | None, *, settings: Settings,
                  limiter: RateLimiter) -> str:
     """The tenant owning the API key ("" when no keys exist: auth off), within its rate.
 
-    Called by the request guard (api.middleware) before any body is read."""
+    Called by the request guard (api.middleware) before any body is read, in a thread, when
+    `remembered_tenant` could not answer from memory."""
     tenant = ""
     with get_sessionmaker()() as session:
         if auth_enabled(session, settings):
-            scheme, _, token = (authorization or "").partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
+            token = bearer_token(authorization)
+            if token is None:
                 raise Unauthorized("this API needs `Authorization: Bearer <key>`",
                                    headers={"WWW-Authenticate": "Bearer"})
-            found = tenant_for_key(session, settings, token.strip())
+            found = tenant_for_key(session, settings, token)
             if found is None:
                 raise Unauthorized("unknown API key", headers={"WWW-Authenticate": "Bearer"})
             tenant = found
+    return within_rate(tenant, settings=settings, limiter=limiter)
+
+
+def remembered(authorization: str | None, *, settings: Settings,
+               limiter: RateLimiter) -> str | None:
+    """`authenticate` from memory only, on the event loop; None when the database must say."""
+    tenant = remembered_tenant(settings, authorization)
+    return None if tenant is None else within_rate(tenant, settings=settings, limiter=limiter)
+
+
+def within_rate(tenant: str, *, settings: Settings, limiter: RateLimiter) -> str:
     wait = limiter.take(tenant)
     if wait:
         raise TooManyRequests(f"more than {settings.rate_limit:g} requests per second; retry "
@@ -63,7 +96,7 @@ def authenticate(authorization: str | None, *, settings: Settings,
 _bearer = HTTPBearer(auto_error=False, description="An API key, when the service has keys.")
 
 
-def get_tenant(request: Request,
+async def get_tenant(request: Request,
                _credentials: Annotated[HTTPAuthorizationCredentials | None,
                                        Depends(_bearer)] = None) -> str:
     """The tenant the request guard authenticated (the bearer scheme is declared here so the
@@ -72,7 +105,8 @@ def get_tenant(request: Request,
     return tenant
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_session)]
+ReadSessionDep = Annotated[Session, Depends(get_read_session)]
 TenantDep = Annotated[str, Depends(get_tenant)]
 CacheDep = Annotated[ModelCache, Depends(get_model_cache)]

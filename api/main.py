@@ -9,7 +9,7 @@ import torch
 from fastapi import FastAPI
 
 from api.auth import RateLimiter
-from api.deps import authenticate
+from api.deps import authenticate, remembered
 from api.errors import install_error_handlers
 from api.middleware import RequestGuard
 from api.openapi import install_openapi
@@ -32,7 +32,8 @@ def create_app() -> FastAPI:
     limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
     app.add_middleware(RequestGuard, max_bytes=settings.max_request_bytes,
                        max_upload_bytes=settings.max_dataset_bytes,
-                       authenticate=partial(authenticate, settings=settings, limiter=limiter))
+                       authenticate=partial(authenticate, settings=settings, limiter=limiter),
+                       remembered=partial(remembered, settings=settings, limiter=limiter))
     install_error_handlers(app)
     for router in (jobs.router, datasets.router, specs.router, health.router):
         app.include_router(router)

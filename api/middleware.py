@@ -34,11 +34,13 @@ JSON_TYPES = ("application/json",)
 
 class RequestGuard:
     def __init__(self, app: ASGIApp, *, max_bytes: int, max_upload_bytes: int,
-                 authenticate: Callable[[str | None], str]) -> None:
+                 authenticate: Callable[[str | None], str],
+                 remembered: Callable[[str | None], str | None] = lambda _: None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_upload_bytes = max_upload_bytes
-        self.authenticate = authenticate
+        self.authenticate = authenticate  # may query the database: run in a thread
+        self.remembered = remembered  # memory only: None when `authenticate` must answer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -86,9 +88,11 @@ class RequestGuard:
     async def _tenant(self, scope: Scope, headers: dict[str, str], send: Send) -> bool:
         """Who is calling, known before any body is read (so a bad key is 401 whatever the
         body); stored in the request state for the routes."""
+        authorization = headers.get("authorization")
         try:
-            tenant = await anyio.to_thread.run_sync(self.authenticate,
-                                                    headers.get("authorization"))
+            tenant = self.remembered(authorization)
+            if tenant is None:
+                tenant = await anyio.to_thread.run_sync(self.authenticate, authorization)
         except ServiceError as error:
             await _refuse(send, error.status_code, error.type, error.message, error.headers)
             return False

@@ -76,7 +76,8 @@ class Job(Base):
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued, index=True)
     queue: Mapped[str] = mapped_column(String(32), default="cpu")
-    spec: Mapped[dict[str, Any]]
+    # Deferred: it holds inline training data, which status reads and predictions never need.
+    spec: Mapped[dict[str, Any]] = mapped_column(deferred=True)
     summary: Mapped[dict[str, Any]]
     epochs: Mapped[int]
     progress_epoch: Mapped[int] = mapped_column(default=0)

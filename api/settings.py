@@ -21,6 +21,9 @@ class Settings(BaseSettings):
                                       "default: the tracking URI.")
     mlflow_experiment: str = "taas"
     api_keys: str = Field("", description="tenant:key,tenant:key; empty turns auth off.")
+    auth_cache_seconds: float = Field(
+        5.0, ge=0, description="Seconds the API reuses what the database said about stored "
+        "keys (so most requests make no auth query); a revoked key stops working within it.")
     predict_cache_size: int = Field(32, ge=1, description="Trained models kept in memory.")
     progress_interval: float = Field(
         0.5, ge=0, description="Seconds between progress/metric writes while training (the "

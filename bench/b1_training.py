@@ -8,11 +8,10 @@ real `mlflow server` through `worker.tracking.Tracker`, batched every TAAS_PROGR
 from __future__ import annotations
 
 import copy
-import inspect
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -58,8 +57,7 @@ def _use_database(services: Services) -> None:
     for key in ("TAAS_DATABASE_URL", "TAAS_MLFLOW_TRACKING_URI", "TAAS_PROGRESS_INTERVAL"):
         os.environ[key] = env[key]
     settings.get_settings.cache_clear()
-    db.get_engine.cache_clear()
-    db.get_sessionmaker.cache_clear()
+    db.reset()
 
 
 def _running_job(name: str, epochs: int) -> str:
@@ -84,43 +82,22 @@ def _job_spec(case: Case) -> JobSpec:
         "data": {"dataset_id": "bench-synthetic"}})
 
 
-def _kwargs(cls: Any, values: dict[str, Any]) -> dict[str, Any]:
-    """The arguments of `cls` that `values` names; the worker's classes change, so a required
-    argument the bench does not know fails loudly instead of guessing."""
-    params = inspect.signature(cls).parameters
-    missing = [name for name, p in params.items() if p.default is p.empty
-               and p.kind is not p.VAR_KEYWORD and name not in values]
-    if missing:
-        raise RuntimeError(f"{cls.__name__} now needs {missing}: update bench/b1_training.py")
-    return {name: values[name] for name in params if name in values}
-
-
 @contextmanager
 def worker_callbacks(job_id: str, settings: Any) -> Iterator[tuple[Any, list[Callback]]]:
     """The tracker and the callbacks the worker's runner gives `fit` (and its heartbeat)."""
-    from worker import callbacks
+    from worker.callbacks import ReportProgress, SaveCheckpoints
+    from worker.heartbeat import Heartbeat
     from worker.tracking import Tracker
 
-    tracker = Tracker(**_kwargs(Tracker, {
-        "tracking_uri": settings.mlflow_tracking_uri, "experiment": "taas-bench-b1",
-        "timeout": getattr(settings, "tracking_timeout", 60.0)}))
-    with ExitStack() as stack:
-        heartbeat = None
-        try:
-            from worker.heartbeat import Heartbeat
-        except ImportError:  # older worker: ReportProgress asks the database itself
-            pass
-        else:
-            heartbeat = stack.enter_context(Heartbeat(**_kwargs(Heartbeat, {
-                "job_id": job_id, "attempt": 1, "interval": settings.heartbeat_interval})))
-        common = {"job_id": job_id, "attempt": 1, "tracker": tracker, "heartbeat": heartbeat,
-                  "db_timeout": getattr(settings, "heartbeat_timeout", 60.0)}
-        found: list[Callback] = [callbacks.ReportProgress(**_kwargs(
-            callbacks.ReportProgress, {**common, "interval": settings.progress_interval}))]
-        if hasattr(callbacks, "SaveCheckpoints"):
-            found.append(callbacks.SaveCheckpoints(**_kwargs(callbacks.SaveCheckpoints, {
-                **common, "interval": getattr(settings, "checkpoint_interval", 30.0)})))
-        yield tracker, found
+    tracker = Tracker(tracking_uri=settings.mlflow_tracking_uri, experiment="taas-bench-b1",
+                      timeout=settings.tracking_timeout)
+    with Heartbeat(job_id, 1, settings.heartbeat_interval) as heartbeat, \
+            ReportProgress(job_id=job_id, attempt=1, tracker=tracker, heartbeat=heartbeat,
+                           interval=settings.progress_interval,
+                           db_timeout=settings.heartbeat_timeout) as progress:
+        checkpoints = SaveCheckpoints(job_id=job_id, attempt=1,
+                                      interval=settings.checkpoint_interval)
+        yield tracker, [progress, checkpoints]
 
 
 def dlmodels_arm(case: Case, spec: JobSpec, initial: SpecModel) -> Run:

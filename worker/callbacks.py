@@ -1,7 +1,8 @@
 """Training callbacks that connect `fit` to the database and MLflow.
 
 Writes are batched in time (`TAAS_PROGRESS_INTERVAL`): a slow epoch is written as soon as it
-ends, a thousand tiny epochs cost a handful of writes; the last epoch is always written. While
+ends, a thousand tiny epochs cost a handful of writes; the last epoch is always written. They
+run on a background thread, off the training loop. While
 the database or MLflow is briefly down, rows and metrics stay buffered and training goes on.
 """
 
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import io
 import logging
+import queue
+import threading
 import time
 from typing import Any
 
@@ -31,6 +34,11 @@ class LostOwnership(Exception):
 
 
 class ReportProgress(Callback):
+    """Epoch rows to the database and metrics to MLflow, written by a background thread so the
+    training thread never waits on either; the final flush is synchronous. A writer error
+    (ownership lost, MLflow down too long) stops training at the next batch. Use it as a
+    context manager: the writer thread ends however training ends."""
+
     def __init__(self, *, job_id: str, attempt: int, tracker: Tracker, interval: float,
                  heartbeat: Heartbeat, db_timeout: float) -> None:
         self.job_id, self.attempt = job_id, attempt
@@ -38,26 +46,64 @@ class ReportProgress(Callback):
         self.interval = interval
         self.heartbeat = heartbeat
         self.db_timeout = db_timeout
-        self._rows: list[dict[str, Any]] = []
+        self._epochs: queue.SimpleQueue[tuple[int, dict[str, float]]] = queue.SimpleQueue()
+        self._rows: list[dict[str, Any]] = []  # drained from _epochs, not yet stored
         self._last_flush = time.monotonic()
+        self._wake = threading.Event()
+        self._closing = False
+        self._failure: Exception | None = None
+        self._writer = threading.Thread(target=self._write, name=f"progress-{job_id[:8]}",
+                                        daemon=True)
+
+    def __enter__(self) -> ReportProgress:
+        self._writer.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._closing = True
+        self._wake.set()
+        self._writer.join()
 
     def on_batch_end(self, state: FitState, batch: int) -> None:
-        # The heartbeat thread asks the database; the loop only reads a flag.
+        # The heartbeat and writer threads talk to the database; the loop only reads flags.
         if self.heartbeat.lost.is_set():
             raise LostOwnership(f"job {self.job_id} attempt {self.attempt} was cancelled or "
                                 "re-assigned")
+        if self._failure is not None:
+            raise self._failure
 
     def on_epoch_end(self, state: FitState, epoch: int, logs: dict[str, float]) -> None:
-        self._rows.append({"epoch": epoch, **logs})
-        self.tracker.add_epoch(epoch, logs)
-        if epoch == state.epochs or time.monotonic() - self._last_flush >= self.interval:
-            self.flush(final=False)
+        self.on_batch_end(state, -1)
+        self._epochs.put((epoch, dict(logs)))
+        if time.monotonic() - self._last_flush >= self.interval:
+            self._wake.set()
 
     def on_train_end(self, state: FitState, history: History) -> None:
+        self.__exit__()
+        if self._failure is not None:
+            raise self._failure
         self.flush(final=True)
 
+    def _write(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._closing:
+                return
+            try:
+                self.flush(final=False)
+            except Exception as error:  # raised in the training thread at its next batch
+                self._failure = error
+                return
+
     def flush(self, *, final: bool) -> None:
+        """Drain the finished epochs to MLflow and the database (one thread at a time: the
+        writer while training, the training thread after it ended)."""
         self._last_flush = time.monotonic()
+        while not self._epochs.empty():
+            epoch, logs = self._epochs.get()
+            self._rows.append({"epoch": epoch, **logs})
+            self.tracker.add_epoch(epoch, logs)
         self.tracker.flush(final=final)
         rows = self._rows
         try:

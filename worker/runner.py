@@ -138,13 +138,14 @@ def _train(job_id: str, attempt: int, name: str, tenant: str, spec: JobSpec, tra
         torch.manual_seed(spec.training.seed)
     model = build_model(spec.model, loss=spec.training.loss,
                         standardize=spec.training.standardize)
-    callbacks = [
-        ReportProgress(job_id=job_id, attempt=attempt, tracker=tracker, heartbeat=heartbeat,
-                       interval=settings.progress_interval, db_timeout=settings.heartbeat_timeout),
-        SaveCheckpoints(job_id=job_id, attempt=attempt, interval=settings.checkpoint_interval),
-    ]
-    fit(model, x, y, spec.training, callbacks=callbacks, device=device,
-        resume=_resume_state(job_id, attempt))
+    progress = ReportProgress(job_id=job_id, attempt=attempt, tracker=tracker,
+                              heartbeat=heartbeat, interval=settings.progress_interval,
+                              db_timeout=settings.heartbeat_timeout)
+    checkpoints = SaveCheckpoints(job_id=job_id, attempt=attempt,
+                                  interval=settings.checkpoint_interval)
+    with progress:
+        fit(model, x, y, spec.training, callbacks=[progress, checkpoints], device=device,
+            resume=_resume_state(job_id, attempt))
     model.to("cpu").eval()
     weights = weights_to_bytes(model)
     tracker.log_model(model, x_example=x[:EXAMPLE_ROWS].copy(), registered_name=name)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
-from api.deps import CacheDep, SessionDep, SettingsDep, TenantDep
+from api.bodies import json_body_doc, json_response, parse_json
+from api.db import get_read_sessionmaker
+from api.deps import CacheDep, ReadSessionDep, SessionDep, SettingsDep, TenantDep
 from api.schemas import (
     BODY_ERRORS,
     V1_ERRORS,
@@ -20,6 +23,7 @@ from api.schemas import (
     errors,
 )
 from api.services import jobs, predict
+from api.services.predict import ModelCache
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=errors(*V1_ERRORS))
 
@@ -42,7 +46,7 @@ def submit_job(body: JobCreate, session: SessionDep, tenant: TenantDep, settings
 
 
 @router.get("", response_model=JobPage, summary="List jobs, newest first")
-def list_jobs(session: SessionDep, tenant: TenantDep, settings: SettingsDep,
+def list_jobs(session: ReadSessionDep, tenant: TenantDep, settings: SettingsDep,
               status: JobStatusName | None = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
               cursor: Annotated[str | None, Query(max_length=200)] = None) -> JobPage:
@@ -53,13 +57,15 @@ def list_jobs(session: SessionDep, tenant: TenantDep, settings: SettingsDep,
 
 @router.get("/{job_id}", response_model=JobOut, responses=errors(404),
             summary="A job: status, progress, metrics")
-def get_job(job_id: str, session: SessionDep, tenant: TenantDep, settings: SettingsDep) -> JobOut:
-    return jobs.job_out(jobs.get_job(session, job_id=job_id, tenant=tenant), settings)
+def get_job(job_id: str, session: ReadSessionDep, tenant: TenantDep,
+            settings: SettingsDep) -> Response:
+    return json_response(jobs.job_out(jobs.get_job(session, job_id=job_id, tenant=tenant),
+                                      settings))
 
 
 @router.get("/{job_id}/metrics", response_model=list[EpochMetrics], responses=errors(404),
             summary="Per-epoch history: loss, val_loss and the chosen metrics")
-def get_metrics(job_id: str, session: SessionDep, tenant: TenantDep) -> list[dict[str, Any]]:
+def get_metrics(job_id: str, session: ReadSessionDep, tenant: TenantDep) -> list[dict[str, Any]]:
     job = jobs.get_job(session, job_id=job_id, tenant=tenant)
     return jobs.job_history(session, job=job)
 
@@ -75,14 +81,24 @@ def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep,
 
 @router.post("/{job_id}/predict", response_model=PredictResponse,
              response_model_exclude_none=True,
-             responses=errors(400, *BODY_ERRORS, 404, 409, 422, 500, descriptions={
+             responses=errors(*BODY_ERRORS, 404, 409, 422, 500, descriptions={
                  409: "`conflict`: the job has not succeeded (or has no stored weights).",
                  422: "`validation_error` or `invalid_spec`: inputs not shaped "
                       "[N, *input_shape], or holding NaN or Inf; `loc` points at them.",
                  500: "`artifact_integrity`: the stored weights fail their integrity check "
                       "and are not loaded; `internal_error`: a bug."}),
+             openapi_extra=json_body_doc(PredictRequest),
              summary="Predictions of the trained model for inputs shaped [N, *input_shape]")
-def predict_job(job_id: str, body: PredictRequest, session: SessionDep, tenant: TenantDep,
-                cache: CacheDep) -> dict[str, Any]:
-    job = jobs.get_job(session, job_id=job_id, tenant=tenant)
-    return predict.predict(session, job=job, inputs=body.inputs, cache=cache)
+async def predict_job(job_id: str, request: Request, tenant: TenantDep,
+                      cache: CacheDep) -> Response:
+    # The body is read here and parsed with the forward pass in one worker thread: a cached
+    # model answers with one thread hop and no database query.
+    raw = await request.body()
+    return await run_in_threadpool(_predict, raw, job_id, tenant, cache)
+
+
+def _predict(raw: bytes, job_id: str, tenant: str, cache: ModelCache) -> Response:
+    body = parse_json(PredictRequest, raw)
+    loaded = predict.cached_model(get_read_sessionmaker(), job_id=job_id, tenant=tenant,
+                                  cache=cache)
+    return json_response(predict.predict(loaded, body.inputs))

@@ -70,3 +70,38 @@ def test_rate_limiter_refills_no_more_than_the_burst() -> None:
     limiter.take("a")
     time.sleep(0.05)  # 50 tokens' worth of time, capped at 3
     assert [limiter.take("a") == 0.0 for _ in range(4)] == [True, True, True, False]
+
+
+def test_remembered_tenant_answers_from_memory_only_within_the_cache_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from api import auth
+
+    settings = Settings(api_keys="", auth_cache_seconds=5)
+    monkeypatch.setattr(auth, "_tenant_cache", {})
+    # Nothing known yet about stored keys: the database must answer.
+    monkeypatch.setattr(auth, "_stored_cache", (float("-inf"), False))
+    assert auth.remembered_tenant(settings, None) is None
+    # No keys anywhere, checked just now: auth is off.
+    monkeypatch.setattr(auth, "_stored_cache", (time.monotonic(), False))
+    assert auth.remembered_tenant(settings, None) == ""
+    # Stored keys exist: a key the database named recently is known, others are asked for.
+    monkeypatch.setattr(auth, "_stored_cache", (time.monotonic(), True))
+    stored = ApiKey(key_hash=hash_key("taas_carol"), tenant="carol", prefix="taas_carol")
+    assert auth.remembered_tenant(settings, "Bearer taas_carol") is None
+    assert tenant_for_key(FakeSession({stored.key_hash: stored}), settings,  # type: ignore[arg-type]
+                          "taas_carol") == "carol"
+    assert auth.remembered_tenant(settings, "Bearer taas_carol") == "carol"
+    assert auth.remembered_tenant(settings, "Bearer taas_other") is None
+    assert auth.remembered_tenant(settings, None) is None  # the database path answers 401
+    # With no reuse at all, every request asks the database.
+    assert auth.remembered_tenant(Settings(auth_cache_seconds=0), "Bearer taas_carol") is None
+
+
+def test_remembered_tenant_knows_configured_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    from api import auth
+
+    monkeypatch.setattr(auth, "_stored_cache", (time.monotonic(), False))
+    settings = Settings(api_keys="alice:key-a")
+    assert auth.remembered_tenant(settings, "Bearer key-a") == "alice"
+    assert auth.remembered_tenant(settings, "bearer key-a") == "alice"
+    assert auth.remembered_tenant(settings, "Bearer key-b") is None

@@ -44,12 +44,13 @@ def database(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
 
 
 def _clear_caches() -> None:
-    from api.db import get_engine, get_sessionmaker
+    from api import db
     from api.queue import get_celery
     from api.settings import get_settings
 
-    for cached in (get_settings, get_engine, get_sessionmaker, get_celery):
+    for cached in (get_settings, get_celery):
         cached.cache_clear()
+    db.reset()
 
 
 class JobLifecycle(RuleBasedStateMachine):
