@@ -97,8 +97,8 @@ _bearer = HTTPBearer(auto_error=False, description="An API key, when the service
 
 
 async def get_tenant(request: Request,
-               _credentials: Annotated[HTTPAuthorizationCredentials | None,
-                                       Depends(_bearer)] = None) -> str:
+                     _credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                             Depends(_bearer)] = None) -> str:
     """The tenant the request guard authenticated (the bearer scheme is declared here so the
     OpenAPI docs offer it)."""
     tenant: str = request.state.tenant

@@ -203,6 +203,9 @@ def _train_epoch(state: FitState, setup: _Setup, training: TrainingSpec,
     order = torch.randperm(len(x_train), generator=state.generator).to(x_train.device) \
         if training.shuffle else None
     starts = _batch_starts(len(x_train), training.batch_size, setup.batchnorm)
+    # Only callbacks that watch batches are called per batch (most only watch epochs).
+    batch_callbacks = [c for c in callbacks
+                       if type(c).on_batch_end is not Callback.on_batch_end]
     for batch, start in enumerate(starts):
         stop = starts[batch + 1] if batch + 1 < len(starts) else len(x_train)
         if order is None:
@@ -216,7 +219,7 @@ def _train_epoch(state: FitState, setup: _Setup, training: TrainingSpec,
         loss.backward()
         optimizer.step()
         meters.update(loss, outputs, yb)
-        for callback in callbacks:
+        for callback in batch_callbacks:
             callback.on_batch_end(state, batch)
         if state.stop_training:
             break

@@ -377,3 +377,29 @@ def test_weights_round_trip_sequence_model() -> None:
     load_weights(fresh, weights_to_bytes(model))
     x = torch.randint(0, 5, (4, 6))
     assert torch.equal(predict(fresh, x)[0], predict(model.eval(), x)[0])
+
+
+class BatchCounter(Callback):
+    """Counts batches, and stops training after `stop_after` of them."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.batches: list[tuple[int, int]] = []
+        self.stop_after = stop_after
+
+    def on_batch_end(self, state: FitState, batch: int) -> None:
+        self.batches.append((state.epoch, batch))
+        if self.stop_after is not None and len(self.batches) >= self.stop_after:
+            state.stop_training = True
+
+
+def test_batch_callbacks_see_every_batch_and_can_stop_within_an_epoch() -> None:
+    x, y = flat_data(20)
+    counter, epochs_only = BatchCounter(), Recorder()
+    train(FLAT, [3], {"optimizer": adam(0.01), "loss": "mse", "epochs": 2, "batch_size": 6},
+          x, y, callbacks=(counter, epochs_only))
+    assert counter.batches == [(e, b) for e in (1, 2) for b in range(4)]  # 6+6+6+2 rows
+    assert epochs_only.finished == 2
+    stopper = BatchCounter(stop_after=3)
+    _, _, history = train(FLAT, [3], {"optimizer": adam(0.01), "loss": "mse", "epochs": 5,
+                                      "batch_size": 6}, x, y, callbacks=(stopper,))
+    assert len(stopper.batches) == 3 and len(history.epochs) == 1
