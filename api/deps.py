@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -18,8 +18,10 @@ from api.auth import (
     remembered_tenant,
     tenant_for_key,
 )
-from api.db import get_read_sessionmaker, get_sessionmaker
+from api.cache import LRUCache
+from api.db import get_sessionmaker
 from api.errors import TooManyRequests, Unauthorized
+from api.services.jobs import FinishedJob
 from api.services.predict import ModelCache
 from api.settings import Settings, get_settings
 
@@ -38,19 +40,14 @@ def get_session() -> Iterator[Session]:
             session.invalidate()
 
 
-async def get_read_session() -> AsyncIterator[Session]:
-    """An autocommit session for a request that only reads. Opening and closing one does no
-    I/O, so this runs on the event loop: no thread hop before or after the route."""
-    session = get_read_sessionmaker()()
-    try:
-        yield session
-    finally:
-        session.close()
-
-
 # The dependencies below only read memory: async, so FastAPI does not hop to a thread for them.
 async def get_settings_dep() -> Settings:
     return get_settings()
+
+
+async def get_finished_jobs(request: Request) -> LRUCache[FinishedJob]:
+    cache: LRUCache[FinishedJob] = request.app.state.finished_jobs
+    return cache
 
 
 async def get_model_cache(request: Request) -> ModelCache:
@@ -107,6 +104,6 @@ async def get_tenant(request: Request,
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_session)]
-ReadSessionDep = Annotated[Session, Depends(get_read_session)]
 TenantDep = Annotated[str, Depends(get_tenant)]
 CacheDep = Annotated[ModelCache, Depends(get_model_cache)]
+FinishedDep = Annotated[LRUCache[FinishedJob], Depends(get_finished_jobs)]

@@ -9,11 +9,13 @@ import torch
 from fastapi import FastAPI
 
 from api.auth import RateLimiter
+from api.cache import LRUCache
 from api.deps import authenticate, remembered
 from api.errors import install_error_handlers
 from api.middleware import RequestGuard
 from api.openapi import install_openapi
 from api.routes import datasets, health, jobs, specs
+from api.services.jobs import FinishedJob
 from api.services.predict import ModelCache
 from api.settings import get_settings
 
@@ -29,6 +31,7 @@ def create_app() -> FastAPI:
     torch.set_num_threads(1)
     app = FastAPI(title="taas", version="1.0", description=DESCRIPTION)
     app.state.model_cache = ModelCache(settings.predict_cache_size)
+    app.state.finished_jobs = LRUCache[FinishedJob](settings.finished_cache_size)
     limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
     app.add_middleware(RequestGuard, max_bytes=settings.max_request_bytes,
                        max_upload_bytes=settings.max_dataset_bytes,

@@ -16,7 +16,7 @@ import torch
 
 from bench.common import ArmFn, BenchResult, Config, interleave
 from bench.jobs import mlp784, run_job
-from bench.load import Request, latencies, new_client, throughput
+from bench.load import Client, Request, latencies, new_client, throughput
 from bench.stack import Services
 from dlmodels.builder import SpecModel, build_model
 from dlmodels.serialize import load_weights
@@ -65,7 +65,7 @@ def _in_process(model: SpecModel, x: np.ndarray, n: int) -> list[float]:
     return out
 
 
-def _latency_arm(request: Request, client: httpx.Client, n: int) -> ArmFn:
+def _latency_arm(request: Request, client: Client, n: int) -> ArmFn:
     return lambda: {"lat": latencies(request, n, client)}
 
 
@@ -134,14 +134,39 @@ def run(config: Config, services: Services) -> BenchResult:
                           thr[f"predict {n_rows}"]["rps"], anchor)
         result.target(f"{case}: predict throughput / mlflow serve", mine.ratio or 0, "x",
                       ">= 2", (mine.ratio or 0) >= 2)
+    _micro_batching(result, model, rows.astype(np.float32), per_call * rounds,
+                    thr["predict 1"]["rps"])
     base = result.add("no body", "healthz", "latency c=1", "ms", ms["healthz"]["lat"])
     result.add("no body", "healthz", f"throughput c={THREADS}", "req/s", thr["healthz"]["rps"])
     result.notes.append(
         f"after a warm-up, latency: {rounds} interleaved rounds x {per_call} sequential calls, "
         "keep-alive; "
-        f"throughput: {t_rounds} rounds x {duration:g} s with {THREADS} client threads (httpx, "
-        f"same machine: the client shares the {os.cpu_count()} cores)")
+        f"throughput: {t_rounds} rounds x {duration:g} s with {THREADS} client threads "
+        f"(http.client, same machine: the client shares the {os.cpu_count()} cores)")
     return result
+
+
+def _micro_batching(result: BenchResult, model: SpecModel, rows: np.ndarray, n: int,
+                    rps: list[float]) -> None:
+    """The most micro-batching could save: THREADS concurrent 1-row requests answered by one
+    THREADS-row forward pass instead of THREADS 1-row passes (no queueing cost counted)."""
+    one, many = torch.from_numpy(rows[:1]), torch.from_numpy(rows[:THREADS])
+    saved = []
+    for _ in range(n):
+        begin = time.perf_counter()
+        for _ in range(THREADS):
+            predict(model, one, "cross_entropy")
+        separate = time.perf_counter() - begin
+        begin = time.perf_counter()
+        predict(model, many, "cross_entropy")
+        saved.append((separate - (time.perf_counter() - begin)) / THREADS * 1000)
+    gain = result.add("1 row", "micro-batching, best case", "forward time saved per request",
+                      "ms", saved)
+    per_request = 1000 / float(np.median(rps))  # ms of the server per 1-row request
+    result.notes.append(
+        f"micro-batching {THREADS} concurrent 1-row requests would save at most "
+        f"{gain.median:.3f} ms of forward pass per request, {gain.median / per_request:.1%} of "
+        f"the {per_request:.2f} ms each request costs at c={THREADS}; not built")
 
 
 def _check_same_predictions(result: BenchResult, http: dict[str, Request]) -> None:

@@ -1,17 +1,22 @@
-"""HTTP load on loopback with httpx (sequential latency, threaded throughput) and RSS from
-/proc. Bodies are serialised once up front, so the client spends no time encoding JSON."""
+"""HTTP load on loopback (sequential latency, threaded throughput) and RSS from /proc.
+
+The client is the standard library's http.client over one keep-alive connection per host:
+per call it costs ~0.25 ms less than httpx here (measured on a trivial endpoint), time that
+belongs to the client, not to the server under test. Bodies are serialised once up front, so
+the client spends no time encoding JSON either."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
-
-import httpx
+from urllib.parse import urlsplit
 
 MiB = 2**20
 
@@ -28,8 +33,8 @@ class Request:
     def json(cls, method: str, url: str, payload: Any) -> Request:
         return cls(method, url, json.dumps(payload).encode())
 
-    def send(self, client: httpx.Client) -> httpx.Response:
-        headers = {"content-type": "application/json"} if self.body is not None else None
+    def send(self, client: Client) -> Reply:
+        headers = {"content-type": "application/json"} if self.body is not None else {}
         response = client.request(self.method, self.url, content=self.body, headers=headers)
         if response.status_code >= 400:
             raise RuntimeError(f"{self.method} {self.url} -> {response.status_code}: "
@@ -37,12 +42,69 @@ class Request:
         return response
 
 
-def new_client() -> httpx.Client:
-    return httpx.Client(timeout=60, limits=httpx.Limits(max_keepalive_connections=4))
+@dataclass(frozen=True)
+class Reply:
+    status_code: int
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+class Client:
+    """Keep-alive HTTP/1.1 connections, one per host, reopened once if the server closed one."""
+
+    def __init__(self, timeout: float = 60) -> None:
+        self.timeout = timeout
+        self._connections: dict[str, http.client.HTTPConnection] = {}
+
+    def request(self, method: str, url: str, content: bytes | None = None,
+                headers: dict[str, str] | None = None) -> Reply:
+        parts = urlsplit(url)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        for attempt in (1, 2):
+            connection = self._connection(parts.netloc)
+            try:
+                connection.request(method, path, body=content, headers=headers or {})
+                response = connection.getresponse()
+                return Reply(response.status, response.read())
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                connection.close()
+                del self._connections[parts.netloc]
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _connection(self, netloc: str) -> http.client.HTTPConnection:
+        if netloc not in self._connections:
+            host, _, port = netloc.partition(":")
+            self._connections[netloc] = http.client.HTTPConnection(
+                host, int(port or 80), timeout=self.timeout)
+        return self._connections[netloc]
+
+    def close(self) -> None:
+        for connection in self._connections.values():
+            connection.close()
+        self._connections.clear()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+
+def new_client() -> Client:
+    return Client(timeout=60)
 
 
 def latencies(request: Request | Callable[[int], Request], n: int,
-              client: httpx.Client | None = None) -> list[float]:
+              client: Client | None = None) -> list[float]:
     """n sequential calls over one keep-alive connection; seconds per call."""
     own = client is None
     client = client or new_client()

@@ -6,6 +6,7 @@ import base64
 import contextlib
 import logging
 import threading
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +14,8 @@ from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from api.cache import LRUCache
+from api.db import read
 from api.errors import Conflict, InvalidInput, NotFound, TooManyRequests, Unavailable
 from api.models import Job, JobEpoch, JobStatus, new_id, utcnow
 from api.queue import dispatch
@@ -126,6 +129,24 @@ def get_job(session: Session, *, job_id: str, tenant: str) -> Job:
     if job is None or job.tenant != tenant:
         raise NotFound(f"no job {job_id!r}")
     return job
+
+
+@dataclass(frozen=True)
+class FinishedJob:
+    """A final-state job's answer: final states never change, so it can be kept."""
+
+    tenant: str
+    body: bytes
+
+
+def read_job(*, job_id: str, tenant: str, settings: Settings,
+             finished: LRUCache[FinishedJob]) -> bytes:
+    """GET /v1/jobs/{id}'s JSON; a finished job's is kept in `finished` for later reads."""
+    job = read(lambda session: get_job(session, job_id=job_id, tenant=tenant))
+    body = job_out(job, settings).model_dump_json().encode()
+    if JobStatus(job.status).is_final:
+        finished.put(job.id, FinishedJob(job.tenant, body))
+    return body
 
 
 def list_jobs(session: Session, *, tenant: str, status: str | None, limit: int,

@@ -8,15 +8,16 @@ the request path is parse inputs -> array -> forward -> JSON bytes.
 from __future__ import annotations
 
 import pickle
-import threading
-from collections import OrderedDict
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from pydantic_core import to_json
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
+from api.cache import LRUCache
+from api.db import read
 from api.errors import Conflict, ServiceError
 from api.models import Job, JobStatus, JobWeights
 from api.services.jobs import get_job
@@ -31,35 +32,23 @@ class TamperedArtifact(ServiceError):
     status_code, type = 500, "artifact_integrity"
 
 
+# Predictions expected to take less than this run on the event loop: handing them to a worker
+# thread and back costs more than that (measured with bench B3).
+INLINE_SECONDS = 3e-4
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     model: SpecModel
     spec: JobSpec
     tenant: str
+    row_seconds: float  # one 1-row forward pass, timed at load
+
+    def is_quick(self, rows: int) -> bool:
+        return rows * self.row_seconds <= INLINE_SECONDS
 
 
-class ModelCache:
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> LoadedModel | None:
-        with self._lock:
-            found = self._models.get(key)
-            if found is not None:
-                self._models.move_to_end(key)
-            return found
-
-    def put(self, key: str, value: LoadedModel) -> None:
-        with self._lock:
-            self._models[key] = value
-            self._models.move_to_end(key)
-            while len(self._models) > self.capacity:
-                self._models.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._models)
+ModelCache = LRUCache[LoadedModel]
 
 
 def load_model(session: Session, job: Job) -> LoadedModel:
@@ -72,27 +61,47 @@ def load_model(session: Session, job: Job) -> LoadedModel:
     spec = JobSpec.model_validate(job.spec)
     model = build_model(spec.model, loss=spec.training.loss, standardize=spec.training.standardize)
     try:
-        return LoadedModel(load_weights(model, weights.data), spec, job.tenant)
+        model = load_weights(model, weights.data)
     except (pickle.UnpicklingError, RuntimeError, ValueError, KeyError, EOFError) as error:
         # weights_only loading refuses anything but tensors: nothing in the file ran.
         raise TamperedArtifact(f"the stored weights of job {job.id} are not a weights-only "
                                f"state_dict that fits its model ({type(error).__name__}); "
                                "refusing to load them") from None
+    return LoadedModel(model, spec, job.tenant, _row_seconds(model, spec))
 
 
-def cached_model(sessions: sessionmaker[Session], *, job_id: str, tenant: str,
-                 cache: ModelCache) -> LoadedModel:
-    """The job's model: from the cache when this tenant's, else checked and loaded."""
+def _row_seconds(model: SpecModel, spec: JobSpec) -> float:
+    """The best of three 1-row forward passes (the first also warms the model up)."""
+    dtype = torch.int64 if spec.model.input_dtype == "int" else torch.float32
+    row = torch.zeros((1, *spec.model.input_shape), dtype=dtype)
+    times = []
+    for _ in range(3):
+        begin = time.perf_counter()
+        forward(model, row, spec.training.loss)
+        times.append(time.perf_counter() - begin)
+    return min(times)
+
+
+def cached(cache: ModelCache, *, job_id: str, tenant: str) -> LoadedModel | None:
+    """The job's model if this tenant's is in memory (no I/O: safe on the event loop)."""
     loaded = cache.get(job_id)
-    if loaded is not None and loaded.tenant == tenant:
-        return loaded
-    with sessions() as session:
-        job = get_job(session, job_id=job_id, tenant=tenant)
-        if job.status != JobStatus.succeeded:
-            raise Conflict(f"job {job.id} is {job.status}; predictions need a succeeded job")
-        loaded = load_model(session, job)
-    cache.put(job_id, loaded)
+    return loaded if loaded is not None and loaded.tenant == tenant else None
+
+
+def cached_model(*, job_id: str, tenant: str, cache: ModelCache) -> LoadedModel:
+    """The job's model: from the cache when this tenant's, else checked and loaded."""
+    loaded = cached(cache, job_id=job_id, tenant=tenant)
+    if loaded is None:
+        loaded = read(lambda session: _succeeded_model(session, job_id, tenant))
+        cache.put(job_id, loaded)
     return loaded
+
+
+def _succeeded_model(session: Session, job_id: str, tenant: str) -> LoadedModel:
+    job = get_job(session, job_id=job_id, tenant=tenant)
+    if job.status != JobStatus.succeeded:
+        raise Conflict(f"job {job.id} is {job.status}; predictions need a succeeded job")
+    return load_model(session, job)
 
 
 def predict(loaded: LoadedModel, inputs: list[Any]) -> bytes:
