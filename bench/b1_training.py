@@ -155,7 +155,7 @@ def run(config: Config, services: Services) -> BenchResult:
 
 def _run(config: Config, services: Services, result: BenchResult) -> BenchResult:
     _use_database(services)
-    rounds = config.pick(3, 1)
+    rounds = config.pick(5, 1)
     for case in b1_loops.cases(config.smoke):
         # Warm-up: one short epoch of every arm (an eighth of the data), not timed.
         for warm in _arms(replace(case, x=case.x[:len(case.x) // 8],
