@@ -125,6 +125,10 @@ class TrainingSpec(Strict):
     early_stopping: EarlyStopping | None = None
     lr_scheduler: SchedulerSpec | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: forward pass and loss under bfloat16 autocast (weights, "
+        "optimizer state and metrics stay float32); faster on GPUs with bf16 (Ampere and newer) "
+        "and on CPUs with AMX/AVX-512 BF16, usually slower elsewhere.")
 
     @model_validator(mode="after")
     def _unique_metrics(self) -> TrainingSpec:

@@ -8,8 +8,10 @@ epoch.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,11 +36,13 @@ class History:
     best_epoch: int | None = None
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str, precision: str = "fp32") -> torch.device:
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device cuda was asked for but this machine has no CUDA GPU")
+    if device == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise RuntimeError("precision bf16 was asked for but this GPU has no bfloat16 support")
     return torch.device(device)
 
 
@@ -85,7 +89,7 @@ class _Meters:
     def update(self, loss: torch.Tensor, outputs: torch.Tensor, target: torch.Tensor) -> None:
         self.loss_sum += loss.detach() * len(target)
         self.count += len(target)
-        outputs = outputs.detach()
+        outputs = outputs.detach().float()  # bf16 under autocast; a no-op for float32
         labels = None
         for name, metric in self.metrics.items():
             if METRICS.get(name).kind == "regression":
@@ -136,7 +140,7 @@ def fit(model: SpecModel, x: np.ndarray, y: np.ndarray, training: TrainingSpec, 
     `state.stop_training` (early stopping, cancellation) or raising. `resume` is a dict made by
     `checkpoint()` at the end of an epoch: training goes on from the next one.
     """
-    device = device or resolve_device(training.device)
+    device = device or resolve_device(training.device, training.precision)
     if training.seed is not None:
         torch.manual_seed(training.seed)
     setup = _prepare(model, x, y, training, device)
@@ -184,14 +188,22 @@ def _prepare(model: SpecModel, x: np.ndarray, y: np.ndarray, training: TrainingS
         _fit_standardization(model, xs[train_idx])
     model.to(device)
     # Moved once; every batch is an index into these device tensors.
-    x_train, y_train = xs[train_idx].to(device), ys[train_idx].to(device)
+    x_train, y_train = _to_device(xs[train_idx], device), _to_device(ys[train_idx], device)
     # Eval mode: batchnorm cannot take batch statistics of one sample (and must not learn them).
     model.eval()
     with torch.no_grad():
         classes = _num_classes(model.logits(x_train[:1]))
     batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    return _Setup(x_train, y_train, xs[val_idx].to(device), ys[val_idx].to(device),
+    return _Setup(x_train, y_train, _to_device(xs[val_idx], device),
+                  _to_device(ys[val_idx], device),
                   LOSSES.get(training.loss).make(), classes, batchnorm)
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """To the GPU from pinned memory, asynchronously (the copies overlap); on CPU, as is."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def _train_epoch(state: FitState, setup: _Setup, training: TrainingSpec,
@@ -213,8 +225,9 @@ def _train_epoch(state: FitState, setup: _Setup, training: TrainingSpec,
         else:
             idx = order[start:stop]
             xb, yb = x_train[idx], y_train[idx]
-        outputs = model.logits(xb)
-        loss = setup.loss_fn(outputs, yb)
+        with autocast(training, x_train.device):
+            outputs = model.logits(xb)
+            loss = setup.loss_fn(outputs, yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -273,10 +286,20 @@ def evaluate(model: SpecModel, x: torch.Tensor, y: torch.Tensor, training: Train
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-            outputs = model.logits(xb)
-            meters.update(loss_fn(outputs, yb), outputs, yb)
+            with autocast(training, x.device):
+                outputs = model.logits(xb)
+                loss = loss_fn(outputs, yb)
+            meters.update(loss, outputs, yb)
     model.train(was_training)
     return meters.compute(prefix)
+
+
+def autocast(training: TrainingSpec, device: torch.device) -> AbstractContextManager[Any]:
+    """bfloat16 autocast for `precision: bf16` (matmuls and convolutions in bf16, reductions
+    and the loss kept in float32 by autocast's own rules)."""
+    if training.precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _fit_standardization(model: SpecModel, x: torch.Tensor) -> None:

@@ -124,7 +124,7 @@ def _resume_state(job_id: str, attempt: int) -> dict[str, object] | None:
 def _train(job_id: str, attempt: int, name: str, tenant: str, spec: JobSpec, tracker: Tracker,
            settings: Settings, heartbeat: Heartbeat) -> None:
     try:
-        device = resolve_device(spec.training.device)
+        device = resolve_device(spec.training.device, spec.training.precision)
     except RuntimeError as error:
         raise DeviceUnavailable(str(error)) from None
     with session_scope() as session:

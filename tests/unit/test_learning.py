@@ -403,3 +403,31 @@ def test_batch_callbacks_see_every_batch_and_can_stop_within_an_epoch() -> None:
     _, _, history = train(FLAT, [3], {"optimizer": adam(0.01), "loss": "mse", "epochs": 5,
                                       "batch_size": 6}, x, y, callbacks=(stopper,))
     assert len(stopper.batches) == 3 and len(history.epochs) == 1
+
+
+def test_bf16_precision_runs_the_forward_pass_in_bfloat16_and_still_learns() -> None:
+    data = load_builtin("iris")
+    seen: set[torch.dtype] = set()
+
+    class Dtypes(Callback):
+        def on_train_begin(self, state: FitState) -> None:
+            for layer in state.model.layers:
+                if isinstance(layer, torch.nn.Linear):
+                    layer.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype))
+
+    model, _, history = train(
+        [{"type": "dense", "units": 32, "activation": "relu"}, {"type": "dense", "units": 3}],
+        [4], {"optimizer": adam(0.01), "loss": "cross_entropy", "epochs": 60,
+              "batch_size": 16, "standardize": True, "validation_split": 0.2, "seed": 0,
+              "metrics": ["accuracy"], "precision": "bf16"}, data.x, data.y,
+        callbacks=(Dtypes(),))
+    assert torch.bfloat16 in seen  # the matmuls ran in bf16 ...
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # ... the weights did not
+    assert history.epochs[-1]["val_accuracy"] >= 0.9
+    assert all(math.isfinite(e["loss"]) for e in history.epochs)
+
+
+def test_precision_defaults_to_fp32_and_names_its_choices() -> None:
+    assert TrainingSpec.model_validate({"optimizer": "adam", "loss": "mse"}).precision == "fp32"
+    with pytest.raises(ValueError, match="fp32"):
+        TrainingSpec.model_validate({"optimizer": "adam", "loss": "mse", "precision": "fp16"})
