@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     # Libraries print (MLflow's run links); stdout is kept for the table.
     with Services(keep=args.keep) as services, contextlib.redirect_stdout(sys.stderr):
         print(f"work dir: {services.workdir}", file=sys.stderr)
-        if set(chosen) - {"B1"}:
-            services.stack(workers=1, wait=False)  # boots while B1 runs
+        # Nothing boots while B1 measures: a stack starting up (imports, migrations) took
+        # CPU from whichever B1 arm ran then and moved its ratio by up to 15%.
         for bench_id in (b for b in BENCHMARKS if b in chosen):
             start, load = time.perf_counter(), loadavg()
             print(f"[{time.perf_counter() - began:6.1f}s] {bench_id} ...", file=sys.stderr,
