@@ -54,8 +54,9 @@ def _use_database(services: Services) -> None:
     from api import db, settings
 
     env = services.migrated_env()
-    for key in ("TAAS_DATABASE_URL", "TAAS_MLFLOW_TRACKING_URI", "TAAS_PROGRESS_INTERVAL"):
+    for key in ("TAAS_DATABASE_URL", "TAAS_MLFLOW_TRACKING_URI"):
         os.environ[key] = env[key]
+    os.environ.pop("TAAS_PROGRESS_INTERVAL", None)  # the service's default
     settings.get_settings.cache_clear()
     db.reset()
 

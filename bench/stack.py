@@ -90,8 +90,9 @@ class Services:
             self.redis_url = f"{REDIS_URL}/{_free_redis_index()}"
         # Production defaults (not the tests' fast progress interval), except the per-tenant
         # request rate and job quota: the bench measures capacity, not the limiter.
+        env.pop("TAAS_PROGRESS_INTERVAL", None)
         env.update(TAAS_DATABASE_URL=self.database(), TAAS_BROKER_URL=self.redis_url,
-                   TAAS_PROGRESS_INTERVAL="0.5", TAAS_PREDICT_CACHE_SIZE=str(CACHE_SIZE),
+                   TAAS_PREDICT_CACHE_SIZE=str(CACHE_SIZE),
                    TAAS_MLFLOW_EXPERIMENT="taas-bench", TAAS_RATE_LIMIT="1000000",
                    TAAS_RATE_BURST="1000000", TAAS_MAX_CONCURRENT_JOBS="1000000",
                    PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
