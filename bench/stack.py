@@ -8,22 +8,22 @@ import os
 import shutil
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import redis
 
 from bench.jobs import wait_worker_ready
 from tests.integration.stack import (
-    PG_ADMIN_URL,
-    REDIS_URL,
     Process,
     Stack,
     base_env,
+    create_database,
+    database_url,
+    drop_database,
     free_port,
+    free_redis_url,
     migrate,
     start,
     start_mlflow,
@@ -31,24 +31,6 @@ from tests.integration.stack import (
 )
 
 CACHE_SIZE = 32  # TAAS_PREDICT_CACHE_SIZE of the bench's API (the default)
-
-
-def _pg_url(name: str) -> str:
-    return f"postgresql+psycopg://{PG_ADMIN_URL.split('://', 1)[1].rsplit('/', 1)[0]}/{name}"
-
-
-def _free_redis_index() -> int:
-    """A Redis database index no client is connected to, emptied. Index 0 first: the
-    integration tests pick theirs at random among 1-15 (and leave their keys behind)."""
-    admin = redis.Redis.from_url(f"{REDIS_URL}/0", socket_connect_timeout=5)
-    me = admin.client_id()
-    busy = {int(c["db"]) for c in admin.client_list() if int(c["id"]) != me}
-    admin.close()
-    for index in (0, *range(15, 0, -1)):
-        if index not in busy:
-            redis.Redis.from_url(f"{REDIS_URL}/{index}").flushdb()
-            return index
-    raise RuntimeError("every Redis database index has clients connected")
 
 
 class Services:
@@ -78,16 +60,13 @@ class Services:
     def database(self) -> str:
         """The bench's own migrated Postgres database (SQLAlchemy URL)."""
         if self._db is None:
-            name = f"taas_bench_{uuid.uuid4().hex[:10]}"
-            with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-                conn.execute(f'CREATE DATABASE "{name}"')
-            self._db = name
-        return _pg_url(self._db)
+            self._db = create_database("taas_bench")
+        return database_url(self._db)
 
     def env(self) -> dict[str, str]:
         env = base_env(self.workdir, self.mlflow_url)
         if self.redis_url is None:
-            self.redis_url = f"{REDIS_URL}/{_free_redis_index()}"
+            self.redis_url = free_redis_url()
         # Production defaults (not the tests' fast progress interval), except the per-tenant
         # request rate and job quota: the bench measures capacity, not the limiter.
         env.pop("TAAS_PROGRESS_INTERVAL", None)
@@ -143,8 +122,7 @@ class Services:
         if self._mlflow is not None:
             self._mlflow[0].stop()
         if self._db is not None:
-            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{self._db}" WITH (FORCE)')
+            drop_database(self._db)
         if self.redis_url is not None:
             redis.Redis.from_url(self.redis_url).flushdb()
         if not self.keep:

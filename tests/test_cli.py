@@ -20,20 +20,11 @@ from typing import Any
 
 import pytest
 
+from api.schemas import HEIGHTS_EXAMPLE
+
 ROOT = Path(__file__).resolve().parents[1]
 
-HEIGHTS = {
-    "name": "heights",
-    "model": {"input_shape": [1], "layers": [
-        {"type": "dense", "units": 64, "activation": "relu"},
-        {"type": "dense", "units": 64, "activation": "relu"},
-        {"type": "dense", "units": 1}]},
-    "training": {"optimizer": {"type": "adam", "lr": 0.001}, "loss": "mse", "epochs": 100,
-                 "batch_size": 10, "metrics": ["mae"]},
-    "data": {"inline": {"x": [[87], [81], [82], [92], [90], [61], [86], [66], [69], [69]],
-                        "y": [[187], [174], [179], [192], [188], [160], [179], [168], [168],
-                              [174]]}},
-}
+HEIGHTS = HEIGHTS_EXAMPLE  # the README's example (read-only here)
 
 
 def taas(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,6 @@ not, the production tests skip, except with CI=true, where that fails the run.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,12 +16,14 @@ import pytest
 import redis
 
 from tests.integration.stack import (
-    PG_ADMIN_URL,
-    REDIS_URL,
     Process,
     Stack,
     base_env,
+    create_database,
+    database_url,
+    drop_database,
     free_port,
+    free_redis_url,
     migrate,
     start_mlflow,
 )
@@ -52,13 +53,8 @@ def postgres_database(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def redis_broker() -> str:
-    index = 1 + uuid.uuid4().int % 15  # a database of our own among Redis' 16
-    url = f"{REDIS_URL}/{index}"
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=5).flushdb()
-    except redis.exceptions.ConnectionError as error:
-        _unreachable("Redis", error)
-    return url
+    """The session stacks' broker: a Redis database index of their own."""
+    return _fresh_redis_database()
 
 
 def _build_stack(kind: str, workdir: Path, mlflow_url: str, request: pytest.FixtureRequest,
@@ -125,28 +121,20 @@ def stack_factory(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
 
 
 def _fresh_postgres_database(request: pytest.FixtureRequest) -> str:
-    name = f"taas_test_{uuid.uuid4().hex[:10]}"
     try:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+        name = create_database("taas_test")
     except psycopg.OperationalError as error:
         _unreachable("PostgreSQL", error)
-
-    def drop() -> None:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    request.addfinalizer(drop)
-    return f"postgresql+psycopg://{PG_ADMIN_URL.split('://', 1)[1].rsplit('/', 1)[0]}/{name}"
+    request.addfinalizer(lambda: drop_database(name))
+    return database_url(name)
 
 
 def _fresh_redis_database() -> str:
-    url = f"{REDIS_URL}/{uuid.uuid4().int % 16}"  # an index of its own, most likely
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=5).flushdb()
+        return free_redis_url()
     except redis.exceptions.ConnectionError as error:
         _unreachable("Redis", error)
-    return url
+        raise  # _unreachable skips or fails; never reached
 
 
 def _raise_if_crashed(processes: object) -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
+import redis
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_ADMIN_URL = os.environ.get("TAAS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -124,6 +126,47 @@ class Stack:
 
     def logs(self) -> str:
         return "\n".join(f"--- {name} ---\n{proc.tail()}" for name, proc in self.processes.items())
+
+
+def create_database(prefix: str) -> str:
+    """A new, empty Postgres database; its name. psycopg.OperationalError if Postgres is down."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def database_url(name: str) -> str:
+    """The SQLAlchemy URL of database `name` on the admin URL's server."""
+    return f"postgresql+psycopg://{PG_ADMIN_URL.split('://', 1)[1].rsplit('/', 1)[0]}/{name}"
+
+
+def free_redis_url() -> str:
+    """A Redis database index no client is connected to, emptied, as a URL (so stacks and
+    benchmarks running at the same time never share one). redis.ConnectionError if Redis is
+    down."""
+    admin = redis.Redis.from_url(f"{REDIS_URL}/0", socket_connect_timeout=5)
+    try:
+        me = admin.client_id()
+        busy = {int(c["db"]) for c in admin.client_list() if int(c["id"]) != me}
+    finally:
+        admin.close()
+    # Indices this process handed out come last: their stack may not have connected yet.
+    order = sorted(range(16), key=lambda i: (i in _handed_out, -i))
+    for index in order:
+        if index not in busy:
+            _handed_out.add(index)
+            redis.Redis.from_url(f"{REDIS_URL}/{index}").flushdb()
+            return f"{REDIS_URL}/{index}"
+    raise RuntimeError("every Redis database index has clients connected")
+
+
+_handed_out: set[int] = set()
 
 
 def migrate(env: dict[str, str]) -> None:
