@@ -139,6 +139,13 @@ class FinishedJob:
     body: bytes
 
 
+def finished_answer(finished: LRUCache[FinishedJob], *, job_id: str,
+                    tenant: str) -> bytes | None:
+    """The kept answer of this tenant's finished job, if any (no I/O: safe on the event loop)."""
+    known = finished.get(job_id)
+    return known.body if known is not None and known.tenant == tenant else None
+
+
 def read_job(*, job_id: str, tenant: str, settings: Settings,
              finished: LRUCache[FinishedJob]) -> bytes:
     """GET /v1/jobs/{id}'s JSON; a finished job's is kept in `finished` for later reads."""

@@ -131,7 +131,7 @@ def test_only_succeeded_jobs_predict(sessions: sessionmaker[Session]) -> None:
 def test_only_finished_jobs_answers_are_kept(sessions: sessionmaker[Session], status: str,
                                              kept: bool) -> None:
     from api.cache import LRUCache
-    from api.services.jobs import FinishedJob, read_job
+    from api.services.jobs import FinishedJob, finished_answer, read_job
     from api.settings import get_settings
 
     job_id = _add_job(sessions, tenant="a", status=status)
@@ -144,6 +144,9 @@ def test_only_finished_jobs_answers_are_kept(sessions: sessionmaker[Session], st
     assert (known is not None) == kept
     if known is not None:
         assert known.tenant == "a" and json.loads(known.body) == body
+    kept_answer = finished_answer(finished, job_id=job_id, tenant="a")
+    assert (kept_answer is not None) == kept
+    assert finished_answer(finished, job_id=job_id, tenant="b") is None
     with pytest.raises(NotFound):
         read_job(job_id=job_id, tenant="b", settings=get_settings(), finished=finished)
 
