@@ -27,8 +27,9 @@ class Settings(BaseSettings):
     predict_cache_size: int = Field(32, ge=1, description="Trained models kept in memory.")
     finished_cache_size: int = Field(4096, ge=1, description="Answers of finished jobs kept in "
                                      "memory for status reads (they never change).")
-    # A write (epoch rows to the database, metrics to MLflow) takes ~15 ms of which ~6 ms CPU
-    # on the worker's writer thread: once a second keeps it near 0.6% of training.
+    # A write (epoch rows to the database, metrics to MLflow) takes ~16 ms of which ~6 ms CPU
+    # on the worker's writer thread (python -m bench.flush_cost): once a second keeps it near
+    # 0.6% of training.
     progress_interval: float = Field(
         1.0, ge=0, description="Seconds between progress/metric writes while training (the "
         "last epoch is always written).")

@@ -2,8 +2,8 @@
 
 Writes are batched in time (`TAAS_PROGRESS_INTERVAL`): a slow epoch is written as soon as it
 ends, a thousand tiny epochs cost a handful of writes; the last epoch is always written. They
-run on a background thread, off the training loop. While
-the database or MLflow is briefly down, rows and metrics stay buffered and training goes on.
+run on a background thread, off the training loop. While the database or MLflow is briefly
+down, rows and metrics stay buffered and training goes on.
 """
 
 from __future__ import annotations
@@ -60,11 +60,15 @@ class ReportProgress(Callback):
         return self
 
     def __exit__(self, *_: object) -> None:
+        self._stop_writer()
+
+    def _stop_writer(self) -> None:
         self._closing = True
         self._wake.set()
-        self._writer.join()
+        if self._writer.is_alive():
+            self._writer.join()
 
-    def on_batch_end(self, state: FitState, batch: int) -> None:
+    def _check(self) -> None:
         # The heartbeat and writer threads talk to the database; the loop only reads flags.
         if self.heartbeat.lost.is_set():
             raise LostOwnership(f"job {self.job_id} attempt {self.attempt} was cancelled or "
@@ -72,14 +76,17 @@ class ReportProgress(Callback):
         if self._failure is not None:
             raise self._failure
 
+    def on_batch_end(self, state: FitState, batch: int) -> None:
+        self._check()
+
     def on_epoch_end(self, state: FitState, epoch: int, logs: dict[str, float]) -> None:
-        self.on_batch_end(state, -1)
+        self._check()
         self._epochs.put((epoch, dict(logs)))
         if time.monotonic() - self._last_flush >= self.interval:
             self._wake.set()
 
     def on_train_end(self, state: FitState, history: History) -> None:
-        self.__exit__()
+        self._stop_writer()
         if self._failure is not None:
             raise self._failure
         self.flush(final=True)
