@@ -136,10 +136,16 @@ def _higher_is_better(monitor: str) -> bool:
     return monitor.removeprefix("val_") in {"accuracy", "precision", "recall", "f1", "r2"}
 
 
+def _type_name(cls: type[BaseModel]) -> str:
+    """The `type` a spec class answers to (its Literal)."""
+    name: str = cls.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
+    return name
+
+
 OPTIMIZERS: Registry[type[_Optimizer]] = Registry("optimizer")
 for _cls in (SGD, Adam, AdamW, Adagrad, RMSprop):
-    OPTIMIZERS.add(_cls.model_fields["type"].annotation.__args__[0], _cls)  # type: ignore[union-attr]
+    OPTIMIZERS.add(_type_name(_cls), _cls)
 
 SCHEDULERS: Registry[type[BaseModel]] = Registry("lr scheduler")
 for _scheduler in (StepLR, CosineLR, PlateauLR):
-    SCHEDULERS.add(_scheduler.model_fields["type"].annotation.__args__[0], _scheduler)  # type: ignore[union-attr]
+    SCHEDULERS.add(_type_name(_scheduler), _scheduler)

@@ -6,7 +6,6 @@ together (shapes, loss vs outputs, labels vs data) before anything is built or q
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -27,10 +26,10 @@ from dlmodels.bounds import (
     MAX_MIN_DELTA,
     MAX_NAME_LENGTH,
     MAX_NESTING,
-    MAX_SAMPLE_ELEMENTS,
     MAX_SEED,
 )
 from dlmodels.layers import AnyLayer, InitSpec, LayerSpec
+from dlmodels.layers.base import check_sample_size
 from dlmodels.optimizers import OptimizerSpec, SchedulerSpec
 
 LossName = Literal["mse", "mae", "huber", "bce", "cross_entropy"]
@@ -96,10 +95,7 @@ class ModelSpec(Strict):
     @field_validator("input_shape")
     @classmethod
     def _bounded_sample(cls, shape: list[int]) -> list[int]:
-        elements = math.prod(shape)
-        if elements > MAX_SAMPLE_ELEMENTS:
-            raise ValueError(f"one sample of shape {shape} holds {elements:,} elements; the "
-                             f"limit is {MAX_SAMPLE_ELEMENTS:,}")
+        check_sample_size(tuple(shape), "input_shape")  # a SpecError is a ValueError
         return shape
 
 
