@@ -4,7 +4,6 @@ connection the server dropped (a restart, an idle timeout) must be retried, not 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 
 import psycopg
@@ -12,9 +11,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-pytestmark = pytest.mark.integration
+from tests.integration.stack import PG_ADMIN_URL, create_database, database_url, drop_database
 
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
@@ -22,11 +21,9 @@ def database() -> Iterator[str]:
     from api import db
     from api.settings import get_settings
 
-    name = f"taas_reads_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+    name = create_database("taas_reads")
     saved = os.environ.get("TAAS_DATABASE_URL")
-    os.environ["TAAS_DATABASE_URL"] = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    os.environ["TAAS_DATABASE_URL"] = database_url(name)
     get_settings.cache_clear()
     db.reset()
     yield name
@@ -37,12 +34,11 @@ def database() -> Iterator[str]:
         os.environ["TAAS_DATABASE_URL"] = saved
     get_settings.cache_clear()
     db.reset()
-    with psycopg.connect(ADMIN, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop_database(name)
 
 
 def _drop_connections(name: str) -> int:
-    with psycopg.connect(ADMIN, autocommit=True) as admin:
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
         row = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                             "WHERE datname = %s", (name,)).fetchone()
     return int(row[0]) if row else 0

@@ -17,7 +17,6 @@ import hashlib
 import io
 import os
 import pickle
-import random
 import subprocess
 import sys
 import threading
@@ -36,12 +35,14 @@ import torch
 
 from tests.integration.jobs import FINAL, HEIGHTS, spec
 from tests.integration.stack import (
-    PG_ADMIN_URL,
-    REDIS_URL,
     ROOT,
     Stack,
     base_env,
+    create_database,
+    database_url,
+    drop_database,
     free_port,
+    free_redis_url,
     migrate,
 )
 
@@ -73,29 +74,12 @@ HEIGHTS_Y = HEIGHTS["data"]["inline"]["y"]
 # --- the stack -----------------------------------------------------------------------------
 
 
-def _pg_url(name: str) -> str:
-    return f"postgresql+psycopg://{PG_ADMIN_URL.split('://', 1)[1].rsplit('/', 1)[0]}/{name}"
-
-
-def _redis_index() -> str:
-    """An empty Redis database index (others may be in use by concurrent test sessions)."""
-    indexes = list(range(1, 16))
-    random.shuffle(indexes)
-    for index in indexes:
-        client = redis.Redis.from_url(f"{REDIS_URL}/{index}", socket_connect_timeout=5)
-        if client.dbsize() == 0:
-            return f"{REDIS_URL}/{index}"
-    return f"{REDIS_URL}/{indexes[0]}"
-
-
 @pytest.fixture(scope="module")
 def sec(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Postgres + Redis, one worker, the API; auth on for KEYS' tenants; small limits."""
-    name = f"taas_test_{uuid.uuid4().hex[:10]}"
     try:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        broker = _redis_index()
+        name = create_database("taas_test")
+        broker = free_redis_url()
     except (psycopg.OperationalError, redis.exceptions.ConnectionError) as error:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"Postgres/Redis unreachable ({error})", pytrace=False)
@@ -103,7 +87,7 @@ def sec(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     workdir = tmp_path_factory.mktemp("security")
     env = base_env(workdir, mlflow_server) | LIMITS | {
         "TAAS_API_KEYS": ",".join(f"{tenant}:{key}" for tenant, key in KEYS.items()),
-        "TAAS_DATABASE_URL": _pg_url(name), "TAAS_BROKER_URL": broker}
+        "TAAS_DATABASE_URL": database_url(name), "TAAS_BROKER_URL": broker}
     built = Stack(kind="postgres-redis", api_url=f"http://127.0.0.1:{free_port()}", env=env,
                   mlflow_url=mlflow_server, workdir=workdir)
     try:
@@ -113,8 +97,7 @@ def sec(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield built
     finally:
         built.stop()
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(name)
 
 
 @pytest.fixture(scope="module")
