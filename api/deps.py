@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from api.aio_db import AsyncReader
 from api.auth import (
     RateLimiter,
     auth_enabled,
@@ -48,6 +49,13 @@ async def get_settings_dep() -> Settings:
 async def get_finished_jobs(request: Request) -> LRUCache[FinishedJob]:
     cache: LRUCache[FinishedJob] = request.app.state.finished_jobs
     return cache
+
+
+async def get_reader(request: Request) -> AsyncReader | None:
+    """The event loop's Postgres reader; None on SQLite (or when the app's lifespan did not
+    run, as under a bare ASGI transport): then reads go through api.db in a thread."""
+    reader: AsyncReader | None = getattr(request.app.state, "reader", None)
+    return reader
 
 
 async def get_model_cache(request: Request) -> ModelCache:
@@ -107,3 +115,4 @@ SessionDep = Annotated[Session, Depends(get_session)]
 TenantDep = Annotated[str, Depends(get_tenant)]
 CacheDep = Annotated[ModelCache, Depends(get_model_cache)]
 FinishedDep = Annotated[LRUCache[FinishedJob], Depends(get_finished_jobs)]
+ReaderDep = Annotated[AsyncReader | None, Depends(get_reader)]

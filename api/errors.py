@@ -62,6 +62,10 @@ class Unavailable(ServiceError):
     status_code, type = 503, "unavailable"
 
 
+class DatabaseUnavailable(ServiceError):
+    status_code, type = 503, "database_unavailable"
+
+
 def error_body(type_: str, message: str, loc: Sequence[str | int] | None = None,
                **extra: Any) -> dict[str, Any]:
     error: dict[str, Any] = {"type": type_, "message": message}

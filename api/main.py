@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 
 import torch
 from fastapi import FastAPI
 
+from api.aio_db import AsyncReader
 from api.auth import RateLimiter
 from api.cache import LRUCache
 from api.deps import authenticate, remembered
@@ -24,12 +27,24 @@ model on a worker, tracks it in MLflow and serves predictions. Errors always loo
 `{"error": {"type", "message", "loc"?}}`."""
 
 
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The event loop's Postgres reader lives as long as the server (none on SQLite)."""
+    reader = AsyncReader.create(get_settings().resolved_database_url)
+    app.state.reader = reader
+    try:
+        yield
+    finally:
+        if reader is not None:
+            await reader.close()
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
     # Each request's forward pass is small; one thread per request avoids oversubscribing
     # the cores when several requests run at once.
     torch.set_num_threads(1)
-    app = FastAPI(title="taas", version="1.0", description=DESCRIPTION)
+    app = FastAPI(title="taas", version="1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.model_cache = ModelCache(settings.predict_cache_size)
     app.state.finished_jobs = LRUCache[FinishedJob](settings.finished_cache_size)
     limiter = RateLimiter(settings.rate_limit, settings.rate_burst)

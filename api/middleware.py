@@ -17,6 +17,7 @@ import anyio.to_thread
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
+from api.bodies import NPY_TYPE
 from api.errors import ServiceError
 
 Scope = MutableMapping[str, Any]
@@ -30,6 +31,16 @@ log = logging.getLogger("taas.api")
 # Routes that take other bodies than JSON (they check their media types themselves).
 RAW_BODY_PATHS = ("/v1/datasets",)
 JSON_TYPES = ("application/json",)
+# Predict also takes the inputs as a .npy file (api.bodies.NPY_TYPE).
+PREDICT_TYPES = (*JSON_TYPES, NPY_TYPE)
+
+
+def _media_types(path: str) -> tuple[tuple[str, ...], str]:
+    """The media types a JSON route takes, and how a 415 names them."""
+    if path.endswith("/predict"):
+        return PREDICT_TYPES, (" or the inputs as a .npy file (content-type: "
+                               f"{NPY_TYPE})")
+    return JSON_TYPES, ""
 
 
 class RequestGuard:
@@ -61,10 +72,11 @@ class RequestGuard:
             return
         media = headers.get("content-type", "").split(";")[0].strip().lower()
         has_body = length not in (None, "0") or "chunked" in headers.get("transfer-encoding", "")
-        if has_body and media not in JSON_TYPES and not upload:
+        accepted, also = _media_types(scope["path"])
+        if has_body and not upload and media not in accepted:
             await _refuse(send, 415, "unsupported_media_type",
-                          f"this API takes JSON bodies (content-type: application/json), not "
-                          f"{media or 'an untyped body'}")
+                          f"this API takes JSON bodies (content-type: application/json){also}, "
+                          f"not {media or 'an untyped body'}")
             return
         await self._guarded(scope, self._limited(receive, limit), send)
 

@@ -23,18 +23,19 @@ MiB = 2**20
 
 @dataclass(frozen=True)
 class Request:
-    """One HTTP call, replayable: method, URL (absolute) and a pre-encoded JSON body."""
+    """One HTTP call, replayable: method, URL (absolute) and a pre-encoded body."""
 
     method: str
     url: str
     body: bytes | None = None
+    media_type: str = "application/json"
 
     @classmethod
     def json(cls, method: str, url: str, payload: Any) -> Request:
         return cls(method, url, json.dumps(payload).encode())
 
     def send(self, client: Client) -> Reply:
-        headers = {"content-type": "application/json"} if self.body is not None else {}
+        headers = {"content-type": self.media_type} if self.body is not None else {}
         response = client.request(self.method, self.url, content=self.body, headers=headers)
         if response.status_code >= 400:
             raise RuntimeError(f"{self.method} {self.url} -> {response.status_code}: "

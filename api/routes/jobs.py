@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from api.bodies import json_body_doc, json_response, parse_json
+from api.bodies import NPY_TYPE, json_body_doc, json_response, parse_json, parse_npy
 from api.db import read
-from api.deps import CacheDep, FinishedDep, SessionDep, SettingsDep, TenantDep
+from api.deps import CacheDep, FinishedDep, ReaderDep, SessionDep, SettingsDep, TenantDep
 from api.schemas import (
     BODY_ERRORS,
     V1_ERRORS,
@@ -58,12 +59,15 @@ def list_jobs(tenant: TenantDep, settings: SettingsDep,
 @router.get("/{job_id}", response_model=JobOut, responses=errors(404),
             summary="A job: status, progress, metrics")
 async def get_job(job_id: str, tenant: TenantDep, settings: SettingsDep,
-                  finished: FinishedDep) -> Response:
-    # What polling clients call most. A finished job's answer is served from memory, with no
-    # thread and no database query; any other job is read in a worker thread.
+                  finished: FinishedDep, reader: ReaderDep) -> Response:
+    # What polling clients call most. A finished job's answer is served from memory; any
+    # other job is one query, on the event loop on Postgres, else in a worker thread.
     known = jobs.finished_answer(finished, job_id=job_id, tenant=tenant)
     if known is not None:
         return json_response(known)
+    if reader is not None:
+        return json_response(await jobs.read_job_async(
+            reader, job_id=job_id, tenant=tenant, settings=settings, finished=finished))
     return json_response(await run_in_threadpool(
         jobs.read_job, job_id=job_id, tenant=tenant, settings=settings, finished=finished))
 
@@ -84,7 +88,7 @@ def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep,
     return jobs.job_out(jobs.cancel_job(session, job_id=job_id, tenant=tenant), settings)
 
 
-INLINE_BODY_BYTES = 16_384  # a predict body this small is parsed on the event loop (< 0.1 ms)
+INLINE_BODY_BYTES = 16_384  # a JSON predict body this small is parsed on the event loop (< 0.1 ms)
 
 
 @router.post("/{job_id}/predict", response_model=PredictResponse,
@@ -92,27 +96,36 @@ INLINE_BODY_BYTES = 16_384  # a predict body this small is parsed on the event l
              responses=errors(*BODY_ERRORS, 404, 409, 422, 500, descriptions={
                  409: "`conflict`: the job has not succeeded (or has no stored weights).",
                  422: "`validation_error` or `invalid_spec`: inputs not shaped "
-                      "[N, *input_shape], or holding NaN or Inf; `loc` points at them.",
+                      "[N, *input_shape], or holding NaN or Inf; `loc` points at them. "
+                      "`invalid_input` (`loc: [\"body\"]`): an unreadable .npy body.",
                  500: "`artifact_integrity`: the stored weights fail their integrity check "
                       "and are not loaded; `internal_error`: a bug."}),
-             openapi_extra=json_body_doc(PredictRequest),
-             summary="Predictions of the trained model for inputs shaped [N, *input_shape]")
+             openapi_extra=json_body_doc(PredictRequest, binary=(NPY_TYPE,)),
+             summary="Predictions of the trained model for inputs shaped [N, *input_shape]",
+             description="The body is JSON `{\"inputs\": [...]}`, or the inputs array itself "
+                         f"as a `.npy` file (`numpy.save`) with `content-type: {NPY_TYPE}`, "
+                         "which skips parsing numbers from text. The answer is JSON either way.")
 async def predict_job(job_id: str, request: Request, tenant: TenantDep,
                       cache: CacheDep) -> Response:
     # A cached model answers without the database. A small request for a quick model runs
     # right here (a thread hop costs more than its forward pass); anything else is parsed and
-    # run in one worker thread.
+    # run in one worker thread. A .npy body costs nothing to read, whatever its size.
     raw = await request.body()
+    npy = request.headers.get("content-type", "").split(";")[0].strip().lower() == NPY_TYPE
     loaded = predict.cached(cache, job_id=job_id, tenant=tenant)
-    if loaded is not None and len(raw) <= INLINE_BODY_BYTES:
-        inputs = parse_json(PredictRequest, raw).inputs
-        if loaded.is_quick(len(inputs)):
-            return json_response(predict.predict(loaded, inputs))
-        return json_response(await run_in_threadpool(predict.predict, loaded, inputs))
-    return await run_in_threadpool(_predict, raw, job_id, tenant, cache)
+    if loaded is None or (not npy and len(raw) > INLINE_BODY_BYTES):
+        return await run_in_threadpool(_predict, raw, npy, job_id, tenant, cache)
+    inputs = _inputs(raw, npy)
+    if loaded.is_quick(len(inputs)):
+        return json_response(predict.predict(loaded, inputs))
+    return json_response(await run_in_threadpool(predict.predict, loaded, inputs))
 
 
-def _predict(raw: bytes, job_id: str, tenant: str, cache: ModelCache) -> Response:
-    body = parse_json(PredictRequest, raw)
+def _inputs(raw: bytes, npy: bool) -> list[Any] | np.ndarray:
+    return parse_npy(raw) if npy else parse_json(PredictRequest, raw).inputs
+
+
+def _predict(raw: bytes, npy: bool, job_id: str, tenant: str, cache: ModelCache) -> Response:
+    inputs = _inputs(raw, npy)
     loaded = predict.cached_model(job_id=job_id, tenant=tenant, cache=cache)
-    return json_response(predict.predict(loaded, body.inputs))
+    return json_response(predict.predict(loaded, inputs))

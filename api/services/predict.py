@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from pydantic_core import to_json
 from sqlalchemy.orm import Session
@@ -104,8 +105,9 @@ def _succeeded_model(session: Session, job_id: str, tenant: str) -> LoadedModel:
     return load_model(session, job)
 
 
-def predict(loaded: LoadedModel, inputs: list[Any]) -> bytes:
-    """The model's outputs for `inputs` ([N, *input_shape]) as the response's JSON bytes."""
+def predict(loaded: LoadedModel, inputs: list[Any] | np.ndarray) -> bytes:
+    """The model's outputs for `inputs` ([N, *input_shape], nested lists or an array) as the
+    response's JSON bytes."""
     model_spec = loaded.spec.model
     x = to_array(inputs, integer=model_spec.input_dtype == "int", loc=("inputs",))
     check_inputs(x, model_spec.input_shape, loc=("inputs",))

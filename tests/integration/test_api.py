@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+
+import numpy as np
 import pytest
 
 from tests.integration.jobs import HEIGHTS, run, spec, submit, wait
@@ -82,6 +85,56 @@ def test_predict_body_needs_inputs(stack: Stack, trained: dict) -> None:  # type
     with stack.client() as client:
         error = _error(client.post(f"/v1/jobs/{trained['id']}/predict", json={"x": [[1]]}), 422)
     assert error["loc"] in (["inputs"], ["x"])
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+NPY = {"content-type": "application/x-npy"}
+
+
+@pytest.mark.parametrize("rows", [[[80.0], [65.0]], [[70.0]] * 300], ids=["2 rows", "300 rows"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, ">f4"])
+def test_predict_takes_a_npy_body_and_answers_as_for_json(  # type: ignore[no-untyped-def]
+        stack: Stack, trained: dict, rows, dtype) -> None:  # type: ignore[type-arg]
+    url = f"/v1/jobs/{trained['id']}/predict"
+    with stack.client() as client:
+        as_json = client.post(url, json={"inputs": rows})
+        as_npy = client.post(url, content=_npy(np.array(rows, dtype=dtype)), headers=NPY)
+    assert as_json.status_code == as_npy.status_code == 200, as_npy.text
+    assert as_npy.json() == as_json.json()
+    assert len(as_npy.json()["predictions"]) == len(rows)
+
+
+@pytest.mark.parametrize(("body", "loc", "words"), [
+    (b"not numpy", ["body"], "not a readable .npy"),
+    (_npy(np.array([[True]])), ["body"], "holds bool"),
+    (_npy(np.array([[80.0]]))[:-2], ["body"], "bytes of data follow"),
+    (_npy(np.array([80.0])), ["inputs"], "[1]"),
+    (_npy(np.array([[np.nan]])), ["inputs"], "NaN"),
+    (_npy(np.array([[80.0, 1.0]])), ["inputs"], "[1, 2]"),
+])
+def test_a_bad_npy_body_is_422_with_loc(stack: Stack, trained: dict, body: bytes,  # type: ignore[type-arg]
+                                        loc: list[str], words: str) -> None:
+    with stack.client() as client:
+        response = client.post(f"/v1/jobs/{trained['id']}/predict", content=body, headers=NPY)
+    error = _error(response, 422)
+    assert error["loc"] == loc
+    assert words in error["message"]
+
+
+def test_only_predict_takes_npy_and_a_415_says_what_it_takes(stack: Stack) -> None:
+    with stack.client() as client:
+        error = _error(client.post("/v1/jobs", content=_npy(np.zeros((1, 1))), headers=NPY),
+                       415)
+        assert "application/json" in error["message"]
+        assert ".npy file" not in error["message"]
+        error = _error(client.post("/v1/jobs/x/predict", content=b"1", headers={
+            "content-type": "text/csv"}), 415)
+    assert "application/x-npy" in error["message"]
 
 
 def test_unknown_job_is_404_and_unknown_route_has_the_error_shape(stack: Stack) -> None:
