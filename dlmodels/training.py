@@ -89,6 +89,8 @@ class _Meters:
     def update(self, loss: torch.Tensor, outputs: torch.Tensor, target: torch.Tensor) -> None:
         self.loss_sum += loss.detach() * len(target)
         self.count += len(target)
+        if not self.metrics:  # the usual case in training: nothing more per batch
+            return
         outputs = outputs.detach().float()  # bf16 under autocast; a no-op for float32
         labels = None
         for name, metric in self.metrics.items():
@@ -218,6 +220,7 @@ def _train_epoch(state: FitState, setup: _Setup, training: TrainingSpec,
     # Only callbacks that watch batches are called per batch (most only watch epochs).
     batch_callbacks = [c for c in callbacks
                        if type(c).on_batch_end is not Callback.on_batch_end]
+    mixed = autocast(training, x_train.device)  # one context, entered per batch
     for batch, start in enumerate(starts):
         stop = starts[batch + 1] if batch + 1 < len(starts) else len(x_train)
         if order is None:
@@ -225,7 +228,7 @@ def _train_epoch(state: FitState, setup: _Setup, training: TrainingSpec,
         else:
             idx = order[start:stop]
             xb, yb = x_train[idx], y_train[idx]
-        with autocast(training, x_train.device):
+        with mixed:
             outputs = model.logits(xb)
             loss = setup.loss_fn(outputs, yb)
         optimizer.zero_grad(set_to_none=True)
