@@ -4,7 +4,7 @@ For the read polling clients make most (a queued or running job's status). In on
 on this project's machine it costs ~0.1 ms of CPU, against ~0.25 ms for SQLAlchemy Core plus
 ~0.1 ms for the hop to a worker thread and back (`python -m bench --only B5`). SQLite, the
 embedded default, has no async driver here: there `AsyncReader.create` gives None and callers
-read through `api.db` in a thread. No FastAPI imports here.
+read through `api.db` in a thread.
 """
 
 from __future__ import annotations
