@@ -75,8 +75,7 @@ class AsyncReader:
             except psycopg.OperationalError as error:
                 if attempt == 2:
                     log.warning("database unavailable: %s", error)
-                    raise DatabaseUnavailable("the database is unreachable; retry shortly",
-                                              headers={"Retry-After": "2"}) from None
+                    raise DatabaseUnavailable() from None
                 log.info("a read failed; dropping kept connections and retrying: %s", error)
                 await self.close()
         raise AssertionError("unreachable")

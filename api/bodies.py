@@ -26,6 +26,12 @@ M = TypeVar("M", bound=BaseModel)
 NPY_TYPE = "application/x-npy"
 
 
+def media_type(content_type: str) -> str:
+    """A Content-Type header's media type, without parameters: "application/json" for
+    "Application/JSON; charset=utf-8"."""
+    return content_type.split(";")[0].strip().lower()
+
+
 def parse_json(model: type[M], raw: bytes) -> M:
     try:
         return model.model_validate_json(raw)

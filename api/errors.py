@@ -65,6 +65,10 @@ class Unavailable(ServiceError):
 class DatabaseUnavailable(ServiceError):
     status_code, type = 503, "database_unavailable"
 
+    def __init__(self) -> None:
+        super().__init__("the database is unreachable; retry shortly",
+                         headers={"Retry-After": "2"})
+
 
 def error_body(type_: str, message: str, loc: Sequence[str | int] | None = None,
                **extra: Any) -> dict[str, Any]:
@@ -134,11 +138,9 @@ def install_error_handlers(app: FastAPI) -> None:
                                                  str(exc.detail)), getattr(exc, "headers", None))
 
     @app.exception_handler(OperationalError)
-    async def database_down(_: Request, exc: OperationalError) -> JSONResponse:
+    async def database_down(request: Request, exc: OperationalError) -> JSONResponse:
         log.warning("database unavailable: %s", exc.orig)
-        return _json(503, error_body("database_unavailable",
-                                     "the database is unreachable; retry shortly"),
-                     {"Retry-After": "2"})
+        return await service_error(request, DatabaseUnavailable())
 
     @app.exception_handler(Exception)
     async def bug(_: Request, exc: Exception) -> JSONResponse:

@@ -17,7 +17,7 @@ import anyio.to_thread
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
-from api.bodies import NPY_TYPE
+from api.bodies import NPY_TYPE, media_type
 from api.errors import ServiceError
 
 Scope = MutableMapping[str, Any]
@@ -70,7 +70,7 @@ class RequestGuard:
             await _refuse(send, 413, "payload_too_large",
                           f"the request body is larger than {limit} bytes")
             return
-        media = headers.get("content-type", "").split(";")[0].strip().lower()
+        media = media_type(headers.get("content-type", ""))
         has_body = length not in (None, "0") or "chunked" in headers.get("transfer-encoding", "")
         accepted, also = _media_types(scope["path"])
         if has_body and not upload and media not in accepted:

@@ -8,7 +8,14 @@ import numpy as np
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from api.bodies import NPY_TYPE, json_body_doc, json_response, parse_json, parse_npy
+from api.bodies import (
+    NPY_TYPE,
+    json_body_doc,
+    json_response,
+    media_type,
+    parse_json,
+    parse_npy,
+)
 from api.db import read
 from api.deps import CacheDep, FinishedDep, ReaderDep, SessionDep, SettingsDep, TenantDep
 from api.schemas import (
@@ -111,7 +118,7 @@ async def predict_job(job_id: str, request: Request, tenant: TenantDep,
     # right here (a thread hop costs more than its forward pass); anything else is parsed and
     # run in one worker thread. A .npy body costs nothing to read, whatever its size.
     raw = await request.body()
-    npy = request.headers.get("content-type", "").split(";")[0].strip().lower() == NPY_TYPE
+    npy = media_type(request.headers.get("content-type", "")) == NPY_TYPE
     loaded = predict.cached(cache, job_id=job_id, tenant=tenant)
     if loaded is None or (not npy and len(raw) > INLINE_BODY_BYTES):
         return await run_in_threadpool(_predict, raw, npy, job_id, tenant, cache)

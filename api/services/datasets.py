@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
+from api.bodies import media_type
 from api.errors import InvalidInput, NotFound, PayloadTooLarge, ServiceError
 from api.models import Dataset
 from dlmodels.data import to_array
@@ -33,7 +34,7 @@ class UnsupportedMediaType(ServiceError):
 
 def parse_upload(*, content_type: str, body: bytes,
                  y_columns: list[str] | None) -> tuple[str, Arrays]:
-    kind = FORMATS.get(content_type.split(";")[0].strip().lower())
+    kind = FORMATS.get(media_type(content_type))
     if kind is None:
         raise UnsupportedMediaType(f"cannot read a {content_type or 'missing'} content type; "
                                    f"send one of {sorted(FORMATS)}")

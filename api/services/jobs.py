@@ -151,8 +151,6 @@ def finished_answer(finished: LRUCache[FinishedJob], *, job_id: str,
 # building this select per call cost more than running it (~0.15 ms).
 _STATUS_QUERY = select(*[column for column in Job.__table__.c if column.key != "spec"]) \
     .where(Job.id == bindparam("job_id"))
-
-
 _STATUS_SQL = postgres_sql(_STATUS_QUERY)
 
 
