@@ -15,6 +15,7 @@ from api.auth import RateLimiter
 from api.cache import LRUCache
 from api.deps import authenticate, remembered
 from api.errors import install_error_handlers
+from api.fast_predict import PredictFastPath
 from api.middleware import RequestGuard
 from api.openapi import install_openapi
 from api.routes import datasets, health, jobs, specs
@@ -48,6 +49,8 @@ def create_app() -> FastAPI:
     app.state.model_cache = ModelCache(settings.predict_cache_size)
     app.state.finished_jobs = LRUCache[FinishedJob](settings.finished_cache_size)
     limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+    # Added first, so it runs inside the guard (after authentication and the body checks).
+    app.add_middleware(PredictFastPath, cache=app.state.model_cache)
     app.add_middleware(RequestGuard, max_bytes=settings.max_request_bytes,
                        max_upload_bytes=settings.max_dataset_bytes,
                        authenticate=partial(authenticate, settings=settings, limiter=limiter),

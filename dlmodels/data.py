@@ -11,26 +11,37 @@ from dlmodels.errors import DataError, Loc
 
 
 def to_array(values: Any, *, integer: bool = False, loc: Loc = ()) -> np.ndarray:
-    """Nested lists -> a float32 (or int64) array; ragged lists, non-numbers, NaN and Inf fail."""
+    """Nested lists (or an array) -> a new float32 (or int64) array; ragged lists, non-numbers,
+    NaN, Inf and numbers beyond float32's range fail."""
     try:
         raw = np.asarray(values)
-        if raw.dtype.kind not in "iuf":  # strings, booleans, objects (e.g. 10**400)
-            raise DataError("expected numbers in nested lists (no strings, booleans or "
-                            "integers beyond 64 bits)", loc)
-        array = raw.astype(np.float64)
     except ValueError as error:
         raise DataError(_describe_bad_list(values, str(error)), loc) from None
     except (TypeError, OverflowError):
         raise DataError("expected numbers in nested lists", loc) from None
+    if raw.dtype.kind not in "iuf":  # strings, booleans, objects (e.g. 10**400)
+        raise DataError("expected numbers in nested lists (no strings, booleans or "
+                        "integers beyond 64 bits)", loc)
+    if integer:
+        return _integers(raw.astype(np.float64), loc)
+    with np.errstate(over="ignore"):  # 1e39 becomes inf, refused below
+        array = raw.astype(np.float32)  # a copy: writable, as torch.from_numpy wants
+    _check_finite(array, loc)
+    return array
+
+
+def _integers(array: np.ndarray, loc: Loc) -> np.ndarray:
+    _check_finite(array, loc)
+    if not np.array_equal(array, np.round(array)):
+        raise DataError("expected integers (token ids or class labels)", loc)
+    return array.astype(np.int64)
+
+
+def _check_finite(array: np.ndarray, loc: Loc) -> None:
     if not np.isfinite(array).all():
         bad = np.argwhere(~np.isfinite(array))[0].tolist()
-        raise DataError(f"NaN or infinite value at index {bad}; only finite numbers are allowed",
-                        loc)
-    if integer:
-        if not np.array_equal(array, np.round(array)):
-            raise DataError("expected integers (token ids or class labels)", loc)
-        return array.astype(np.int64)
-    return array.astype(np.float32)
+        raise DataError(f"NaN, infinite or out-of-range value at index {bad}; only finite "
+                        "numbers within float32's range (about ±3.4e38) are allowed", loc)
 
 
 def _describe_bad_list(values: Any, numpy_message: str) -> str:

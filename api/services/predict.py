@@ -36,6 +36,18 @@ class TamperedArtifact(ServiceError):
 # Predictions expected to take less than this run on the event loop: handing them to a worker
 # thread and back costs more than that (measured with bench B3).
 INLINE_SECONDS = 3e-4
+PROBE_ROWS = 32  # the batch whose forward pass is timed at load, besides a single row
+
+
+@dataclass(frozen=True)
+class ForwardCost:
+    """A forward pass's time as fixed + per_row x rows, from two batch sizes timed at load."""
+
+    fixed: float
+    per_row: float
+
+    def seconds(self, rows: int) -> float:
+        return self.fixed + self.per_row * rows
 
 
 @dataclass(frozen=True)
@@ -43,10 +55,10 @@ class LoadedModel:
     model: SpecModel
     spec: JobSpec
     tenant: str
-    row_seconds: float  # one 1-row forward pass, timed at load
+    cost: ForwardCost
 
     def is_quick(self, rows: int) -> bool:
-        return rows * self.row_seconds <= INLINE_SECONDS
+        return self.cost.seconds(rows) <= INLINE_SECONDS
 
 
 ModelCache = LRUCache[LoadedModel]
@@ -68,17 +80,27 @@ def load_model(session: Session, job: Job) -> LoadedModel:
         raise TamperedArtifact(f"the stored weights of job {job.id} are not a weights-only "
                                f"state_dict that fits its model ({type(error).__name__}); "
                                "refusing to load them") from None
-    return LoadedModel(model, spec, job.tenant, _row_seconds(model, spec))
+    return LoadedModel(model, spec, job.tenant, forward_cost(model, spec))
 
 
-def _row_seconds(model: SpecModel, spec: JobSpec) -> float:
-    """The best of three 1-row forward passes (the first also warms the model up)."""
+def forward_cost(model: SpecModel, spec: JobSpec) -> ForwardCost:
+    """Best-of-three timings of a 1-row and a PROBE_ROWS-row forward pass (the first call also
+    warms the model up). A model too slow to ever run inline is not timed further."""
+    one = _best_time(model, spec, 1)
+    if one > INLINE_SECONDS:
+        return ForwardCost(0.0, one)
+    many = _best_time(model, spec, PROBE_ROWS)
+    per_row = max(many - one, 0.0) / (PROBE_ROWS - 1)
+    return ForwardCost(max(one - per_row, 0.0), per_row)
+
+
+def _best_time(model: SpecModel, spec: JobSpec, rows: int) -> float:
     dtype = torch.int64 if spec.model.input_dtype == "int" else torch.float32
-    row = torch.zeros((1, *spec.model.input_shape), dtype=dtype)
+    batch = torch.zeros((rows, *spec.model.input_shape), dtype=dtype)
     times = []
     for _ in range(3):
         begin = time.perf_counter()
-        forward(model, row, spec.training.loss)
+        forward(model, batch, spec.training.loss)
         times.append(time.perf_counter() - begin)
     return min(times)
 

@@ -68,6 +68,7 @@ def trained(stack: Stack) -> dict:  # type: ignore[type-arg]
     ('{"inputs": [[NaN]]}', "NaN"),
     ('{"inputs": [[Infinity]]}', "infinite"),
     ('{"inputs": [[1e999]]}', "infinite"),
+    ('{"inputs": [[1e39]]}', "float32's range"),
     ('{"inputs": [["a"]]}', "numbers"),
     ('{"inputs": [[[80]]]}', "[1, 1, 1]"),
 ])
@@ -124,6 +125,32 @@ def test_a_bad_npy_body_is_422_with_loc(stack: Stack, trained: dict, body: bytes
     error = _error(response, 422)
     assert error["loc"] == loc
     assert words in error["message"]
+
+
+def test_predict_answers_alike_before_and_after_the_model_is_in_memory(stack: Stack) -> None:
+    # The first predict loads the model through the route; later ones are answered from
+    # memory by api.fast_predict, which hands any bad body back to the route.
+    bad = [b'{"inputs": [[80, 1]]}', b'{"inputs": [[80]], "x": 1}', b"{",
+           _npy(np.array([[np.inf]]))]
+    good = {"inputs": [[80.0], [65.0]]}
+    with stack.client() as client:
+        job = run(client, spec(HEIGHTS, name="predict-paths", training={
+            **HEIGHTS["training"], "epochs": 1}))
+        url = f"/v1/jobs/{job['id']}/predict"
+
+        def answers() -> list[tuple[int, bytes]]:
+            replies = [client.post(url, content=body, headers={
+                "content-type": "application/x-npy" if body.startswith(b"\x93") else
+                "application/json"}) for body in bad]
+            replies.append(client.post(url, json=good))
+            replies.append(client.post(url, content=iter([b'{"inputs": [[80.0],', b"[65.0]]}"]),
+                                       headers={"content-type": "application/json"}))
+            return [(r.status_code, r.content) for r in replies]
+
+        first = answers()  # bad bodies first: the model is not loaded by those
+        assert [status for status, _ in first] == [422, 422, 422, 422, 200, 200]
+        assert first[-1] == first[-2]  # a chunked body goes to the route, same answer
+        assert answers() == first == answers()
 
 
 def test_only_predict_takes_npy_and_a_415_says_what_it_takes(stack: Stack) -> None:

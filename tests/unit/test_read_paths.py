@@ -179,10 +179,22 @@ def test_quick_models_are_timed_at_load(sessions: sessionmaker[Session]) -> None
 
     job_id = _add_job(sessions, tenant="a", status="succeeded")
     loaded = cached_model(job_id=job_id, tenant="a", cache=ModelCache(1))
-    # The heights MLP: a 1-row forward pass takes some microseconds.
-    assert 0 < loaded.row_seconds < INLINE_SECONDS
+    # The heights MLP: a forward pass takes some microseconds, a little more per row.
+    cost = loaded.cost
+    assert 0 < cost.seconds(1) < INLINE_SECONDS and cost.per_row >= 0
     assert loaded.is_quick(1)
-    assert not loaded.is_quick(int(INLINE_SECONDS / loaded.row_seconds) + 1)
+    too_many = int((INLINE_SECONDS - cost.fixed) / max(cost.per_row, 1e-12)) + 1
+    assert not loaded.is_quick(too_many)
+
+
+def test_forward_cost_is_fixed_plus_per_row() -> None:
+    from api.services.predict import INLINE_SECONDS, ForwardCost, LoadedModel
+
+    cost = ForwardCost(fixed=1e-4, per_row=1e-6)
+    assert cost.seconds(64) == pytest.approx(1.64e-4)
+    loaded = LoadedModel(model=None, spec=None, tenant="", cost=cost)  # type: ignore[arg-type]
+    assert loaded.is_quick(int((INLINE_SECONDS - 1e-4) / 1e-6) - 1)
+    assert not loaded.is_quick(int((INLINE_SECONDS - 1e-4) / 1e-6) + 1)
 
 
 @pytest.mark.parametrize(("raw", "loc", "kind"), [
