@@ -20,7 +20,7 @@ from torch import nn
 
 from bench import b1_loops
 from bench.b1_loops import SEED, Case, Run
-from bench.common import BenchResult, Config, interleave
+from bench.common import BenchResult, Config, by_round, paired_ratio
 from bench.stack import Services
 from dlmodels.builder import SpecModel, build_model
 from dlmodels.callbacks import Callback, FitState
@@ -162,13 +162,16 @@ def _run(config: Config, services: Services, result: BenchResult) -> BenchResult
         for warm in _arms(replace(case, x=case.x[:len(case.x) // 8],
                                   y=case.y[:len(case.y) // 8], epochs=1)).values():
             warm()
-        samples = interleave(_arms(case), rounds=rounds, warmup=0)
+        samples, each = by_round(_arms(case), rounds)
         per_epoch = result.add_arms(case.name, samples, "epoch", "samples/s", ANCHOR)
         result.add_arms(case.name, samples, "call", "samples/s", ANCHOR)
         losses = result.add_arms(case.name, samples, "loss", "nats", ANCHOR)
         ours = per_epoch["dlmodels"]
-        result.target(f"{case.name}: dlmodels / hand-written", ours.ratio or 0, "x", ">= 0.97",
-                      (ours.ratio or 0) >= 0.97)
+        paired = paired_ratio(each, "dlmodels", ANCHOR, "epoch")
+        result.add_stat(case.name, "dlmodels / hand-written, per round", "epoch ratio", "x",
+                        paired)
+        result.target(f"{case.name}: dlmodels / hand-written (median of per-round ratios)",
+                      paired.median, "x", ">= 0.97", paired.median >= 0.97)
         for other in ("DataLoader", "Lightning"):
             speedup = ours.median / per_epoch[other].median
             result.target(f"{case.name}: dlmodels / {other}", speedup, "x", "> 1",
@@ -179,6 +182,8 @@ def _run(config: Config, services: Services, result: BenchResult) -> BenchResult
             result.target(f"{case.name}: final loss {arm} vs hand-written", diff, "rel. diff",
                           f"<= {LOSS_TOLERANCE:g}", diff <= LOSS_TOLERANCE)
     result.notes.append(
+        "the 0.97 target is judged on the median of per-round ratios (each round runs the "
+        "arms back to back); the pooled medians' ratio is in the 'vs anchor' column; "
         f"{rounds} interleaved rounds after a warm-up (one epoch on 1/8 of the data); "
         "'epoch' = samples / each epoch's time after setup (dlmodels' includes the worker "
         "callbacks' writes to Postgres and MLflow); "

@@ -67,6 +67,28 @@ def interleave(arms: Mapping[str, ArmFn], rounds: int, warmup: int = 1,
     return samples
 
 
+def by_round(arms: Mapping[str, ArmFn], rounds: int,
+             ) -> tuple[dict[str, dict[str, list[float]]], list[dict[str, dict[str, list[float]]]]]:
+    """`interleave` without warm-up, also keeping each round's samples apart (for paired
+    ratios): (all samples, [each round's samples])."""
+    each = [interleave(arms, rounds=1, warmup=0) for _ in range(rounds)]
+    pooled: dict[str, dict[str, list[float]]] = {name: {} for name in arms}
+    for one in each:
+        for name, metrics in one.items():
+            for metric, values in metrics.items():
+                pooled[name].setdefault(metric, []).extend(values)
+    return pooled, each
+
+
+def paired_ratio(each: Sequence[Mapping[str, Mapping[str, list[float]]]], arm: str,
+                 anchor: str, metric: str) -> Stat:
+    """Per round, arm's median / anchor's median in that round; their median, min and max.
+    The arms of one round ran back to back, so a burst of load that lasts a round (common on
+    a shared machine) moves both sides of its ratio instead of one side of the pooled one."""
+    return Stat.of([statistics.median(r[arm][metric]) / statistics.median(r[anchor][metric])
+                    for r in each])
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     """(seconds, result) of one call."""
     start = time.perf_counter()
@@ -110,7 +132,10 @@ class BenchResult:
 
     def add(self, case: str, arm: str, metric: str, unit: str, values: Sequence[float],
             anchor: Figure | None = None) -> Figure:
-        stat = Stat.of(values)
+        return self.add_stat(case, arm, metric, unit, Stat.of(values), anchor)
+
+    def add_stat(self, case: str, arm: str, metric: str, unit: str, stat: Stat,
+                 anchor: Figure | None = None) -> Figure:
         ratio = None
         if anchor is not None and anchor.median:
             ratio = stat.median / anchor.median
