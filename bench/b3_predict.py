@@ -151,7 +151,7 @@ def run(config: Config, services: Services) -> BenchResult:
         f"after a warm-up, latency: {rounds} interleaved rounds x {per_call} sequential calls, "
         "keep-alive; "
         f"throughput: {t_rounds} rounds x {duration:g} s with {THREADS} client threads "
-        f"(http.client, same machine: the client shares the {os.cpu_count()} cores)")
+        f"(bench.load.Client, same machine: the client shares the {os.cpu_count()} cores)")
     return result
 
 

@@ -1,14 +1,15 @@
 """HTTP load on loopback (sequential latency, threaded throughput) and RSS from /proc.
 
-The client is the standard library's http.client over one keep-alive connection per host:
-per call it costs ~0.25 ms less than httpx here (measured on a trivial endpoint), time that
-belongs to the client, not to the server under test. Bodies are serialised once up front, so
-the client spends no time encoding JSON either."""
+The client writes each request with one `sendall` on a keep-alive socket and reads the answer
+with httptools (the C parser uvicorn uses): per call it costs ~0.1 ms less than the standard
+library's http.client and ~0.35 ms less than httpx here (measured on a trivial endpoint), time
+that belongs to the client, not to the server under test. Bodies are serialised once up front,
+so the client spends no time encoding JSON either."""
 
 from __future__ import annotations
 
-import http.client
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +18,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
+
+import httptools
 
 MiB = 2**20
 
@@ -57,40 +60,47 @@ class Reply:
 
 
 class Client:
-    """Keep-alive HTTP/1.1 connections, one per host, reopened once if the server closed one."""
+    """Keep-alive HTTP/1.1, one socket per host, reopened once if the server closed it. A call
+    is one `sendall` of the request's bytes and the answer read by httptools (uvicorn's C
+    parser), so the client adds as little as it can to what is measured."""
 
     def __init__(self, timeout: float = 60) -> None:
         self.timeout = timeout
-        self._connections: dict[str, http.client.HTTPConnection] = {}
+        self._sockets: dict[str, socket.socket] = {}
 
     def request(self, method: str, url: str, content: bytes | None = None,
                 headers: dict[str, str] | None = None) -> Reply:
         parts = urlsplit(url)
         path = parts.path + (f"?{parts.query}" if parts.query else "")
+        fields = {"host": parts.netloc, **(headers or {})}
+        if content is not None:
+            fields["content-length"] = str(len(content))
+        head = "".join(f"{k}: {v}\r\n" for k, v in fields.items())
+        message = f"{method} {path} HTTP/1.1\r\n{head}\r\n".encode("latin-1") + (content or b"")
         for attempt in (1, 2):
-            connection = self._connection(parts.netloc)
+            sock = self._socket(parts.netloc)
             try:
-                connection.request(method, path, body=content, headers=headers or {})
-                response = connection.getresponse()
-                return Reply(response.status, response.read())
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                connection.close()
-                del self._connections[parts.netloc]
+                sock.sendall(message)
+                return _read_reply(sock)
+            except (ConnectionError, _Closed):
+                sock.close()
+                del self._sockets[parts.netloc]
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
-    def _connection(self, netloc: str) -> http.client.HTTPConnection:
-        if netloc not in self._connections:
+    def _socket(self, netloc: str) -> socket.socket:
+        if netloc not in self._sockets:
             host, _, port = netloc.partition(":")
-            self._connections[netloc] = http.client.HTTPConnection(
-                host, int(port or 80), timeout=self.timeout)
-        return self._connections[netloc]
+            sock = socket.create_connection((host, int(port or 80)), timeout=self.timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._sockets[netloc] = sock
+        return self._sockets[netloc]
 
     def close(self) -> None:
-        for connection in self._connections.values():
-            connection.close()
-        self._connections.clear()
+        for sock in self._sockets.values():
+            sock.close()
+        self._sockets.clear()
 
     def __enter__(self) -> Client:
         return self
@@ -98,6 +108,35 @@ class Client:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
         self.close()
+
+
+class _Closed(Exception):
+    """The server closed the connection before a whole answer came."""
+
+
+class _Answer:
+    """httptools' callbacks: the body's pieces, and whether the message is complete."""
+
+    def __init__(self) -> None:
+        self.body: list[bytes] = []
+        self.done = False
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.done = True
+
+
+def _read_reply(sock: socket.socket) -> Reply:
+    answer = _Answer()
+    parser = httptools.HttpResponseParser(answer)
+    while not answer.done:
+        data = sock.recv(262_144)
+        if not data:
+            raise _Closed()
+        parser.feed_data(data)
+    return Reply(parser.get_status_code(), b"".join(answer.body))
 
 
 def new_client() -> Client:
