@@ -4,20 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from api.bodies import (
-    NPY_TYPE,
-    json_body_doc,
-    json_response,
-    media_type,
-    parse_json,
-    parse_npy,
-)
+from api.bodies import NPY_TYPE, json_body_doc, json_response, media_type
 from api.db import read
 from api.deps import CacheDep, FinishedDep, ReaderDep, SessionDep, SettingsDep, TenantDep
+from api.fast_predict import answer, parse_inputs
 from api.schemas import (
     BODY_ERRORS,
     V1_ERRORS,
@@ -95,9 +88,6 @@ def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep,
     return jobs.job_out(jobs.cancel_job(session, job_id=job_id, tenant=tenant), settings)
 
 
-INLINE_BODY_BYTES = 16_384  # a JSON predict body this small is parsed on the event loop (< 0.1 ms)
-
-
 @router.post("/{job_id}/predict", response_model=PredictResponse,
              response_model_exclude_none=True,
              responses=errors(*BODY_ERRORS, 404, 409, 422, 500, descriptions={
@@ -114,25 +104,17 @@ INLINE_BODY_BYTES = 16_384  # a JSON predict body this small is parsed on the ev
                          "which skips parsing numbers from text. The answer is JSON either way.")
 async def predict_job(job_id: str, request: Request, tenant: TenantDep,
                       cache: CacheDep) -> Response:
-    # A cached model answers without the database. A small request for a quick model runs
-    # right here (a thread hop costs more than its forward pass); anything else is parsed and
-    # run in one worker thread. A .npy body costs nothing to read, whatever its size.
+    # Requests for a model in memory are mostly answered before they get here, by
+    # api.fast_predict; this route loads models, and answers the rest the same way.
     raw = await request.body()
     npy = media_type(request.headers.get("content-type", "")) == NPY_TYPE
     loaded = predict.cached(cache, job_id=job_id, tenant=tenant)
-    if loaded is None or (not npy and len(raw) > INLINE_BODY_BYTES):
+    if loaded is None:
         return await run_in_threadpool(_predict, raw, npy, job_id, tenant, cache)
-    inputs = _inputs(raw, npy)
-    if loaded.is_quick(len(inputs)):
-        return json_response(predict.predict(loaded, inputs))
-    return json_response(await run_in_threadpool(predict.predict, loaded, inputs))
-
-
-def _inputs(raw: bytes, npy: bool) -> list[Any] | np.ndarray:
-    return parse_npy(raw) if npy else parse_json(PredictRequest, raw).inputs
+    return json_response(await answer(loaded, raw, npy=npy))
 
 
 def _predict(raw: bytes, npy: bool, job_id: str, tenant: str, cache: ModelCache) -> Response:
-    inputs = _inputs(raw, npy)
+    inputs = parse_inputs(raw, npy=npy)
     loaded = predict.cached_model(job_id=job_id, tenant=tenant, cache=cache)
     return json_response(predict.predict(loaded, inputs))

@@ -93,6 +93,18 @@ def test_a_cached_model_answers_without_the_route(loaded: LoadedModel, body: byt
     assert set(response.json()) == {"predictions", "labels"}
 
 
+def test_a_large_json_body_is_answered_too(loaded: LoadedModel) -> None:
+    from api.fast_predict import INLINE_BODY_BYTES
+
+    rows = np.random.default_rng(0).random((2000, 2)).round(4).tolist()
+    body = json.dumps({"inputs": rows}).encode()
+    assert len(body) > INLINE_BODY_BYTES  # parsed in a worker thread, not on the event loop
+    route = Route()
+    response = _post(_app(route, loaded), "/v1/jobs/job1/predict", body)
+    assert (response.status_code, route.bodies) == (200, [])
+    assert response.content == predict(loaded, rows)
+
+
 @pytest.mark.parametrize(("body", "media"), [
     (b'{"inputs": [[1.0]]}', "application/json"),  # wrong shape
     (b'{"inputs": [[1.0, 2.0]], "x": 1}', "application/json"),  # not the schema
