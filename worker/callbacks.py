@@ -35,8 +35,9 @@ class LostOwnership(Exception):
 
 class ReportProgress(Callback):
     """Epoch rows to the database and metrics to MLflow, written by a background thread so the
-    training thread never waits on either; the final flush is synchronous. A writer error
-    (ownership lost, MLflow down too long) stops training at the next batch. Use it as a
+    training thread never waits on either; the final flush is synchronous and raises if the
+    rows cannot be stored (the attempt is then re-queued like any database error). A writer
+    error (ownership lost, MLflow down too long) stops training at the next batch. Use it as a
     context manager: the writer thread ends however training ends."""
 
     def __init__(self, *, job_id: str, attempt: int, tracker: Tracker, interval: float,
@@ -118,6 +119,8 @@ class ReportProgress(Callback):
                                  retry_on=(SQLAlchemyError,), what="record progress",
                                  timeout=self.db_timeout if final else 0)
         except SQLAlchemyError as error:
+            if final:  # no later write: the attempt must not succeed with a gap in its history
+                raise
             log.warning("progress of job %s kept for later: %s", self.job_id, error)
             return
         self._rows = []
