@@ -96,8 +96,7 @@ def worker_callbacks(job_id: str, settings: Any) -> Iterator[tuple[Any, list[Cal
             ReportProgress(job_id=job_id, attempt=1, tracker=tracker, heartbeat=heartbeat,
                            interval=settings.progress_interval,
                            db_timeout=settings.heartbeat_timeout) as progress:
-        checkpoints = SaveCheckpoints(job_id=job_id, attempt=1,
-                                      interval=settings.checkpoint_interval)
+        checkpoints = SaveCheckpoints(progress=progress, interval=settings.checkpoint_interval)
         yield tracker, [progress, checkpoints]
 
 

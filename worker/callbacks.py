@@ -4,6 +4,10 @@ Writes are batched in time (`TAAS_PROGRESS_INTERVAL`): a slow epoch is written a
 ends, a thousand tiny epochs cost a handful of writes; the last epoch is always written. They
 run on a background thread, off the training loop. While the database or MLflow is briefly
 down, rows and metrics stay buffered and training goes on.
+
+Checkpoints are serialized at an epoch's end and stored by the same thread, in one transaction
+with the rows not yet stored: a retried attempt resumes after the stored checkpoint, so a
+checkpoint must never be ahead of the stored history.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 import queue
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,11 +38,23 @@ class LostOwnership(Exception):
     """The job is no longer running this attempt (cancelled, or re-assigned)."""
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """A checkpoint serialized at the end of `epoch`, on its way to the writer thread."""
+
+    epoch: int
+    data: bytes
+
+
 class ReportProgress(Callback):
     """Epoch rows to the database and metrics to MLflow, written by a background thread so the
-    training thread never waits on either; the final flush is synchronous. A writer error
-    (ownership lost, MLflow down too long) stops training at the next batch. Use it as a
-    context manager: the writer thread ends however training ends."""
+    training thread never waits on either; the final flush is synchronous and raises if the
+    rows cannot be stored (the attempt is then re-queued like any database error). A writer
+    error (ownership lost, MLflow down too long) stops training at the next batch. Use it as a
+    context manager: the writer thread ends however training ends.
+
+    It also stores the checkpoints `SaveCheckpoints` hands it (`add_checkpoint`), each with
+    the rows up to its epoch."""
 
     def __init__(self, *, job_id: str, attempt: int, tracker: Tracker, interval: float,
                  heartbeat: Heartbeat, db_timeout: float) -> None:
@@ -46,8 +63,13 @@ class ReportProgress(Callback):
         self.interval = interval
         self.heartbeat = heartbeat
         self.db_timeout = db_timeout
-        self._epochs: queue.SimpleQueue[tuple[int, dict[str, float]]] = queue.SimpleQueue()
-        self._rows: list[dict[str, Any]] = []  # drained from _epochs, not yet stored
+        # In training order: an epoch's row comes before a checkpoint taken at its end.
+        self._queue: queue.SimpleQueue[tuple[int, dict[str, float]] | _Snapshot] = \
+            queue.SimpleQueue()
+        # The writer's own (the training thread's once the writer has stopped):
+        self._rows: list[dict[str, Any]] = []  # drained from _queue, not yet stored
+        self._drained = 0  # the last epoch drained from _queue
+        self._checkpoint: store.Checkpoint | None = None  # the newest one not yet stored
         self._last_flush = time.monotonic()
         self._wake = threading.Event()
         self._closing = False
@@ -81,9 +103,15 @@ class ReportProgress(Callback):
 
     def on_epoch_end(self, state: FitState, epoch: int, logs: dict[str, float]) -> None:
         self._check()
-        self._epochs.put((epoch, dict(logs)))
+        self._queue.put((epoch, dict(logs)))
         if time.monotonic() - self._last_flush >= self.interval:
             self._wake.set()
+
+    def add_checkpoint(self, epoch: int, data: bytes) -> None:
+        """A checkpoint taken at the end of `epoch` (after its `on_epoch_end`), to be stored by
+        the writer thread: the training thread does not wait for the database."""
+        self._queue.put(_Snapshot(epoch, data))
+        self._wake.set()
 
     def on_train_end(self, state: FitState, history: History) -> None:
         self._stop_writer()
@@ -104,32 +132,54 @@ class ReportProgress(Callback):
                 return
 
     def flush(self, *, final: bool) -> None:
-        """Drain the finished epochs to MLflow and the database (one thread at a time: the
-        writer while training, the training thread after it ended)."""
+        """Drain the finished epochs to MLflow and the database, with the newest checkpoint
+        (one thread at a time: the writer while training, the training thread after it
+        ended)."""
         self._last_flush = time.monotonic()
-        while not self._epochs.empty():
-            epoch, logs = self._epochs.get()
-            self._rows.append({"epoch": epoch, **logs})
-            self.tracker.add_epoch(epoch, logs)
+        self._drain()
         self.tracker.flush(final=final)
-        rows = self._rows
+        rows, saved = self._rows, self._ready_checkpoint()
         try:
-            owned = with_backoff(lambda: store.record_epochs(self.job_id, self.attempt, rows),
-                                 retry_on=(SQLAlchemyError,), what="record progress",
-                                 timeout=self.db_timeout if final else 0)
+            owned = with_backoff(
+                lambda: store.record_progress(self.job_id, self.attempt, rows, saved),
+                retry_on=(SQLAlchemyError,), what="record progress",
+                timeout=self.db_timeout if final else 0)
         except SQLAlchemyError as error:
+            if final:  # no later write: the attempt must not succeed with a gap in its history
+                raise
             log.warning("progress of job %s kept for later: %s", self.job_id, error)
             return
         self._rows = []
+        if saved is not None:
+            self._checkpoint = None
         if not owned:
             raise LostOwnership(f"job {self.job_id} attempt {self.attempt} no longer runs")
 
+    def _drain(self) -> None:
+        while not self._queue.empty():
+            item = self._queue.get()
+            if isinstance(item, _Snapshot):  # only the newest is worth storing
+                self._checkpoint = store.Checkpoint(item.epoch, item.data, sha256(item.data))
+                continue
+            epoch, logs = item
+            self._rows.append({"epoch": epoch, **logs})
+            self._drained = epoch
+            self.tracker.add_epoch(epoch, logs)
+
+    def _ready_checkpoint(self) -> store.Checkpoint | None:
+        """The pending checkpoint, once every row up to its epoch is stored or about to be in
+        the same transaction; the next attempt would never re-run an epoch missing before it."""
+        pending = self._checkpoint
+        return pending if pending is not None and pending.epoch <= self._drained else None
+
 
 class SaveCheckpoints(Callback):
-    """Every `interval` seconds, at an epoch's end, the state a retried attempt resumes from."""
+    """Every `interval` seconds, at an epoch's end, the state a retried attempt resumes from:
+    serialized here, stored by `progress`'s writer thread together with the epoch rows (a
+    checkpoint that cannot be stored only costs re-done epochs)."""
 
-    def __init__(self, *, job_id: str, attempt: int, interval: float) -> None:
-        self.job_id, self.attempt, self.interval = job_id, attempt, interval
+    def __init__(self, *, progress: ReportProgress, interval: float) -> None:
+        self.progress, self.interval = progress, interval
         self._last = time.monotonic()
 
     def on_epoch_end(self, state: FitState, epoch: int, logs: dict[str, float]) -> None:
@@ -138,9 +188,4 @@ class SaveCheckpoints(Callback):
         self._last = time.monotonic()
         buffer = io.BytesIO()
         torch.save(checkpoint(state), buffer)
-        data = buffer.getvalue()
-        try:
-            store.save_checkpoint(self.job_id, self.attempt, epoch=epoch, data=data,
-                                  sha256=sha256(data))
-        except SQLAlchemyError as error:  # a missed checkpoint only costs re-done epochs
-            log.warning("checkpoint of job %s skipped: %s", self.job_id, error)
+        self.progress.add_checkpoint(epoch, buffer.getvalue())

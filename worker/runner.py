@@ -141,8 +141,7 @@ def _train(job_id: str, attempt: int, name: str, tenant: str, spec: JobSpec, tra
     progress = ReportProgress(job_id=job_id, attempt=attempt, tracker=tracker,
                               heartbeat=heartbeat, interval=settings.progress_interval,
                               db_timeout=settings.heartbeat_timeout)
-    checkpoints = SaveCheckpoints(job_id=job_id, attempt=attempt,
-                                  interval=settings.checkpoint_interval)
+    checkpoints = SaveCheckpoints(progress=progress, interval=settings.checkpoint_interval)
     with progress:
         fit(model, x, y, spec.training, callbacks=[progress, checkpoints], device=device,
             resume=_resume_state(job_id, attempt))

@@ -7,9 +7,11 @@ claim names the attempt it belongs to and only applies while the job is still ru
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, insert, update
+from sqlalchemy.orm import Session
 
 from api.db import session_scope
 from api.models import Job, JobCheckpoint, JobEpoch, JobStatus, JobWeights, utcnow
@@ -49,24 +51,56 @@ def set_run(job_id: str, attempt: int, *, experiment_id: str, run_id: str) -> bo
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def record_epochs(job_id: str, attempt: int, rows: list[dict[str, Any]]) -> bool:
-    """Append epoch rows and move progress; False if this attempt no longer owns the job."""
-    if not rows:
+@dataclass(frozen=True)
+class Checkpoint:
+    """A serialized end-of-epoch training state (`dlmodels.training.checkpoint`)."""
+
+    epoch: int
+    data: bytes
+    sha256: str
+
+
+def record_progress(job_id: str, attempt: int, rows: list[dict[str, Any]],
+                    checkpoint: Checkpoint | None = None) -> bool:
+    """Store epoch rows, and the checkpoint if given, in one transaction; False if this attempt
+    no longer owns the job.
+
+    A retried attempt resumes after the stored checkpoint and never re-runs the epochs before
+    it, so the caller passes a checkpoint only together with (or after) the rows up to its
+    epoch: stored together, a checkpoint is never ahead of the history.
+    """
+    if not rows and checkpoint is None:
         return True
-    last = rows[-1]
     with session_scope() as session:
-        result = session.execute(_running(job_id, attempt).values(
-            progress_epoch=last["epoch"], heartbeat_at=utcnow(),
-            metrics={k: v for k, v in last.items() if k != "epoch"}))
-        if not result.rowcount:  # type: ignore[attr-defined]
+        owns = session.execute(_running(job_id, attempt).values(**_progress(rows)))
+        if not owns.rowcount:  # type: ignore[attr-defined]
             return False
-        # A retried attempt may re-run epochs an earlier attempt recorded; the newest wins.
-        session.query(JobEpoch).filter(JobEpoch.job_id == job_id,
-                                       JobEpoch.epoch >= rows[0]["epoch"]).delete()
-        session.execute(insert(JobEpoch), [
-            {"job_id": job_id, "epoch": row["epoch"],
-             "values": {k: v for k, v in row.items() if k != "epoch"}} for row in rows])
+        if rows:
+            _replace_epochs(session, job_id, rows)
+        if checkpoint is not None:
+            session.merge(JobCheckpoint(job_id=job_id, epoch=checkpoint.epoch,
+                                        data=checkpoint.data, sha256=checkpoint.sha256))
         return True
+
+
+def _progress(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The job row's columns that a progress write moves (always the heartbeat)."""
+    if not rows:
+        return {"heartbeat_at": utcnow()}
+    last = rows[-1]
+    return {"heartbeat_at": utcnow(), "progress_epoch": last["epoch"],
+            "metrics": {k: v for k, v in last.items() if k != "epoch"}}
+
+
+def _replace_epochs(session: Session, job_id: str, rows: list[dict[str, Any]]) -> None:
+    # A retried attempt re-runs the epochs after its checkpoint, which an earlier attempt may
+    # have recorded: the newest wins, and its first write also drops the earlier attempt's rows
+    # past the epochs it has reached.
+    session.execute(delete(JobEpoch).where(JobEpoch.job_id == job_id,
+                                           JobEpoch.epoch >= rows[0]["epoch"]))
+    session.execute(insert(JobEpoch), [
+        {"job_id": job_id, "epoch": row["epoch"],
+         "values": {k: v for k, v in row.items() if k != "epoch"}} for row in rows])
 
 
 def succeed(job_id: str, attempt: int, *, weights: bytes, sha256: str) -> bool:
@@ -94,15 +128,6 @@ def requeue(job_id: str, attempt: int, *, reason: str) -> bool:
             status=JobStatus.queued, dispatched_at=utcnow(), error_type=None,
             error_message=f"attempt {attempt} interrupted: {reason}"[:4000]))
         return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-def save_checkpoint(job_id: str, attempt: int, *, epoch: int, data: bytes, sha256: str) -> bool:
-    with session_scope() as session:
-        owns = session.execute(_running(job_id, attempt).values(heartbeat_at=utcnow()))
-        if not owns.rowcount:  # type: ignore[attr-defined]
-            return False
-        session.merge(JobCheckpoint(job_id=job_id, epoch=epoch, data=data, sha256=sha256))
-        return True
 
 
 def load_checkpoint(job_id: str) -> JobCheckpoint | None:

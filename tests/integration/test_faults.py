@@ -16,6 +16,7 @@ from collections import Counter
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from mlflow.tracking import MlflowClient
 from sqlalchemy.engine import make_url
@@ -246,3 +247,87 @@ def test_mlflow_down_for_good_fails_the_job_and_ends_its_run_later(
         proxy.start()  # the reaper now ends the run it could not end before
         wait_until(lambda: MlflowClient(stack.mlflow_url).get_run(
             job["mlflow_run_id"]).info.status == "FAILED", 30, "the run to be ended")
+
+
+class HistoryRefused:
+    """Makes the job's database refuse every insert into job_epochs, as a real Postgres error,
+    while every other write goes through: the history writes fail and the rest (heartbeats,
+    checkpoints, the job's state) does not, deterministically, where a cut connection only
+    does so in an unlucky ordering of the worker's threads. A sequence counts the refusals
+    (nextval survives the rollback of the refused transaction)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.url = make_url(database_url).set(drivername="postgresql") \
+            .render_as_string(hide_password=False)
+
+    def _run(self, sql: str) -> tuple[Any, ...] | None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            cursor = conn.execute(sql)
+            return cursor.fetchone() if cursor.description else None
+
+    def start(self) -> None:
+        self._run("""
+            CREATE SEQUENCE IF NOT EXISTS refused_history_writes;
+            CREATE OR REPLACE FUNCTION refuse_history_write() RETURNS trigger
+            LANGUAGE plpgsql AS $$
+            BEGIN
+                PERFORM nextval('refused_history_writes');
+                RAISE EXCEPTION 'job_epochs refuses writes (test fault)';
+            END $$;
+            CREATE TRIGGER refuse_history BEFORE INSERT ON job_epochs
+                FOR EACH STATEMENT EXECUTE FUNCTION refuse_history_write();""")
+
+    def stop(self) -> None:
+        self._run("DROP TRIGGER IF EXISTS refuse_history ON job_epochs")
+
+    def refused(self) -> int:
+        row = self._run("SELECT last_value, is_called FROM refused_history_writes")
+        assert row is not None
+        last, called = row
+        return int(last) if called else 0
+
+
+def test_a_checkpoint_never_runs_ahead_of_the_stored_history(
+        stack_factory: StackFactory) -> None:
+    stack = stack_factory("postgres-redis", env=FAULT_ENV)
+    fault = HistoryRefused(stack.env["TAAS_DATABASE_URL"])
+    with stack.client() as client:
+        job = submit(client, long_job("checkpoint-ahead"))
+        wait_running_past(client, job["id"], 10)
+        fault.start()
+        try:
+            # Refused for several progress intervals (0.2 s), so for more than one checkpoint
+            # interval (0.3 s): training goes on, its rows stay in the writer's memory.
+            wait_until(lambda: fault.refused() >= 6, 30, "refused history writes")
+            (child,) = worker_children(stack)
+            os.kill(child, signal.SIGKILL)  # the attempt dies with those rows unwritten
+        finally:
+            fault.stop()
+        job = wait(client, job["id"], timeout=120)
+        assert job["status"] == "succeeded", job
+        # Attempt 2 resumes from the last checkpoint: the rows up to it must be stored.
+        assert_complete_history(client, job["id"], EPOCHS)
+        assert job["attempt"] == 2, job
+
+
+def test_an_attempt_whose_history_cannot_be_stored_does_not_succeed(
+        stack_factory: StackFactory) -> None:
+    stack = stack_factory("postgres-redis", env=FAULT_ENV)
+    fault = HistoryRefused(stack.env["TAAS_DATABASE_URL"])
+    epochs = 100
+    with stack.client() as client:
+        job = submit(client, long_job("final-flush", epochs=epochs))
+        wait_running_past(client, job["id"], 10)
+        fault.start()
+        try:
+            # Training ends while the rows are refused; the final write retries for the
+            # heartbeat timeout (4 s) while the heartbeat goes on, so no reaper steps in:
+            # what attempt 1 does next is the worker's own decision.
+            wait_until(lambda: client.get(f"/v1/jobs/{job['id']}").json()["status"]
+                       != "running", 60, "attempt 1 to end")
+        finally:
+            fault.stop()
+        job = wait(client, job["id"], timeout=120)
+        assert job["status"] == "succeeded", job
+        assert_complete_history(client, job["id"], epochs)
+        assert job["attempt"] == 2, job  # attempt 1 could not store its history: re-queued
