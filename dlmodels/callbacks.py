@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -46,7 +45,12 @@ _HIGHER_IS_BETTER = {"accuracy", "precision", "recall", "f1", "r2"}
 
 
 class EarlyStopping(Callback):
-    """Stop when `monitor` has not improved by `min_delta` for `patience` epochs."""
+    """Stop when `monitor` has not improved by `min_delta` for `patience` epochs.
+
+    Its progress lives in `state.extra`, so a checkpoint of the state carries it and a resumed
+    run stops at the same epoch, with the same best weights, as one never interrupted."""
+
+    KEY = "early_stopping"
 
     def __init__(self, spec: EarlyStoppingSpec) -> None:
         self.spec = spec
@@ -56,16 +60,26 @@ class EarlyStopping(Callback):
         self.best_state: dict[str, torch.Tensor] | None = None
         self.wait = 0
 
+    def on_train_begin(self, state: FitState) -> None:
+        saved = state.extra.get(self.KEY)
+        if saved is not None:
+            self.best, self.best_epoch, self.wait = saved["best"], saved["best_epoch"], \
+                saved["wait"]
+            self.best_state = saved["best_state"]
+
     def on_epoch_end(self, state: FitState, epoch: int, logs: dict[str, float]) -> None:
         score = self.sign * logs[self.spec.monitor]
         if score > self.best + self.spec.min_delta:
             self.best, self.best_epoch, self.wait = score, epoch, 0
             if self.spec.restore_best_weights:
-                self.best_state = copy.deepcopy(state.model.state_dict())
-            return
-        self.wait += 1
-        if self.wait >= self.spec.patience:  # as Keras: patience epochs without improvement
-            state.stop_training = True
+                self.best_state = {k: v.detach().clone()
+                                   for k, v in state.model.state_dict().items()}
+        else:
+            self.wait += 1
+            if self.wait >= self.spec.patience:  # as Keras: patience epochs without improvement
+                state.stop_training = True
+        state.extra[self.KEY] = {"best": self.best, "best_epoch": self.best_epoch,
+                                 "wait": self.wait, "best_state": self.best_state}
 
     def on_train_end(self, state: FitState, history: History) -> None:
         history.best_epoch = self.best_epoch

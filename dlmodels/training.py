@@ -155,8 +155,9 @@ def fit(model: SpecModel, x: np.ndarray, y: np.ndarray, training: TrainingSpec, 
                      scheduler=scheduler, generator=generator)
     if resume is not None:
         _restore(state, resume)
-    callbacks = [*callbacks, *([EarlyStopping(training.early_stopping)]
-                               if training.early_stopping else [])]
+    # Early stopping first: the callbacks after it (a checkpoint) see its decision.
+    callbacks = [*([EarlyStopping(training.early_stopping)] if training.early_stopping else []),
+                 *callbacks]
     for callback in callbacks:
         callback.on_train_begin(state)
     history = History()
@@ -255,7 +256,16 @@ def checkpoint(state: FitState) -> dict[str, Any]:
         "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
         "generator": state.generator.get_state() if state.generator is not None else None,
         "torch_rng": torch.get_rng_state(),  # dropout draws from the global generator
+        "extra": _to_cpu(state.extra),  # callbacks' progress (early stopping)
     }
+
+
+def _to_cpu(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu")
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    return value
 
 
 def _restore(state: FitState, saved: dict[str, Any]) -> None:
@@ -267,6 +277,7 @@ def _restore(state: FitState, saved: dict[str, Any]) -> None:
         state.generator.set_state(saved["generator"])
     if saved.get("torch_rng") is not None:
         torch.set_rng_state(saved["torch_rng"])
+    state.extra = dict(saved.get("extra") or {})
     state.epoch = int(saved["epoch"])
 
 

@@ -50,3 +50,28 @@ def test_resumed_training_equals_uninterrupted_training() -> None:
     assert [row["epoch"] for row in resumed.epochs] == list(range(5, 11))
     assert resumed.epochs[-1]["loss"] == straight.epochs[-1]["loss"]
     assert resumed.epochs[-1]["lr"] == straight.epochs[-1]["lr"]
+
+
+EARLY = type(SPEC.training).model_validate({
+    **SPEC.training.model_dump(exclude={"lr_scheduler"}), "epochs": 40,
+    "early_stopping": {"monitor": "val_loss", "patience": 3, "min_delta": 0.02,
+                       "restore_best_weights": True}})
+
+
+def test_a_resumed_run_stops_early_at_the_same_epoch_with_the_same_best_weights() -> None:
+    data = load_builtin("iris")
+    straight_model = _model()
+    straight = fit(straight_model, data.x, data.y, EARLY)  # type: ignore[arg-type]
+    last = straight.epochs[-1]["epoch"]
+    assert straight.stopped_early and straight.best_epoch < last - 1, (last, straight.best_epoch)
+    # From every epoch in between, including those where patience was already running out.
+    for stop_at in range(1, last):
+        stopper = StopAfter(stop_at)
+        fit(_model(), data.x, data.y, EARLY, callbacks=[stopper])  # type: ignore[arg-type]
+        saved = torch.load(io.BytesIO(stopper.saved), weights_only=True)
+        model = _model()
+        resumed = fit(model, data.x, data.y, EARLY, resume=saved)  # type: ignore[arg-type]
+        assert resumed.epochs == straight.epochs[stop_at:], stop_at
+        assert (resumed.best_epoch, resumed.stopped_early) == (straight.best_epoch, True)
+        for name, value in straight_model.state_dict().items():
+            assert torch.equal(model.state_dict()[name], value), (stop_at, name)
