@@ -345,14 +345,16 @@ def _step_scheduler(scheduler: Any, training: TrainingSpec, logs: dict[str, floa
 def predict(model: SpecModel, x: torch.Tensor, loss: str | None = None,
             batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Outputs (probabilities when the head was fused) and, for classification losses, labels."""
-    model.eval()
+    if model.training:  # eval() walks every module: not on each call of a served model
+        model.eval()
     outs, logits_all = [], []
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
             logits = model.logits(x[start:start + batch_size])
             logits_all.append(logits)
             outs.append(model.head(logits))
-    outputs, logits = torch.cat(outs), torch.cat(logits_all)
+    outputs, logits = (outs[0], logits_all[0]) if len(outs) == 1 else \
+        (torch.cat(outs), torch.cat(logits_all))
     if loss is None or LOSSES.get(loss).fused_activation is None:
         return outputs, None
     return outputs, decode_labels(loss, logits)
