@@ -104,8 +104,8 @@ async def _read_body(receive: Receive) -> bytes | None:
 
 
 def _replay(raw: bytes) -> Receive:
-    """A receive channel that gives the route the body already read, then waits as the
-    server's would (a disconnect only when asked again, as Starlette checks)."""
+    """A receive channel that gives the route the body already read, whole; asked again (the
+    body is complete), it says the client is gone, as a server's would after the answer."""
     sent = False
 
     async def receive() -> Message:
