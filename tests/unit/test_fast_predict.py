@@ -146,3 +146,15 @@ def test_the_pattern_is_the_routes_path() -> None:
     assert "post" in app.openapi()["paths"]["/v1/jobs/{job_id}/predict"]
     match = PREDICT_PATH.fullmatch("/v1/jobs/{job_id}/predict")
     assert match is not None and match["job_id"] == "{job_id}"
+
+
+def test_predictions_read_back_as_the_exact_float32_outputs(loaded: LoadedModel) -> None:
+    from dlmodels.training import predict as forward
+
+    x = np.random.default_rng(1).normal(size=(50, 2)).astype(np.float32)
+    answer = json.loads(predict(loaded, x))
+    outputs, labels = forward(loaded.model, torch.from_numpy(x), "cross_entropy")
+    assert labels is not None
+    np.testing.assert_array_equal(np.array(answer["predictions"], dtype=np.float32),
+                                  outputs.numpy())
+    assert answer["labels"] == labels.tolist()
