@@ -21,6 +21,7 @@ from torch import nn
 
 from dlmodels.builder import SpecModel
 from dlmodels.callbacks import Callback, EarlyStopping, FitState
+from dlmodels.checkpoint import restore
 from dlmodels.errors import TrainingDiverged
 from dlmodels.losses import LOSSES, decode_labels, target_labels
 from dlmodels.metrics import METRICS, Metric, create_metric
@@ -140,7 +141,7 @@ def fit(model: SpecModel, x: np.ndarray, y: np.ndarray, training: TrainingSpec, 
 
     Callbacks see every epoch's logs (loss, metrics, val_*) and may stop training by setting
     `state.stop_training` (early stopping, cancellation) or raising. `resume` is a dict made by
-    `checkpoint()` at the end of an epoch: training goes on from the next one.
+    `dlmodels.checkpoint.checkpoint()` at the end of an epoch: training goes on from the next one.
     """
     device = device or resolve_device(training.device, training.precision)
     if training.seed is not None:
@@ -154,7 +155,7 @@ def fit(model: SpecModel, x: np.ndarray, y: np.ndarray, training: TrainingSpec, 
     state = FitState(model=model, optimizer=optimizer, epochs=training.epochs,
                      scheduler=scheduler, generator=generator)
     if resume is not None:
-        _restore(state, resume)
+        restore(state, resume)
     # Early stopping first: the callbacks after it (a checkpoint) see its decision.
     callbacks = [*([EarlyStopping(training.early_stopping)] if training.early_stopping else []),
                  *callbacks]
@@ -243,42 +244,6 @@ def _train_epoch(state: FitState, setup: _Setup, training: TrainingSpec,
     logs = meters.compute()
     _check_finite(logs["loss"], state.epoch)
     return logs
-
-
-def checkpoint(state: FitState) -> dict[str, Any]:
-    """Everything needed to go on after `state.epoch`: weights, optimizer, scheduler, shuffle
-    order, dropout's random state (CPU). Only tensors and plain containers, so it loads with
-    `weights_only=True`."""
-    return {
-        "epoch": state.epoch,
-        "model": {k: v.detach().to("cpu") for k, v in state.model.state_dict().items()},
-        "optimizer": state.optimizer.state_dict(),
-        "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
-        "generator": state.generator.get_state() if state.generator is not None else None,
-        "torch_rng": torch.get_rng_state(),  # dropout draws from the global generator
-        "extra": _to_cpu(state.extra),  # callbacks' progress (early stopping)
-    }
-
-
-def _to_cpu(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu")
-    if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
-    return value
-
-
-def _restore(state: FitState, saved: dict[str, Any]) -> None:
-    state.model.load_state_dict(saved["model"])
-    state.optimizer.load_state_dict(saved["optimizer"])
-    if state.scheduler is not None and saved.get("scheduler") is not None:
-        state.scheduler.load_state_dict(saved["scheduler"])
-    if state.generator is not None and saved.get("generator") is not None:
-        state.generator.set_state(saved["generator"])
-    if saved.get("torch_rng") is not None:
-        torch.set_rng_state(saved["torch_rng"])
-    state.extra = dict(saved.get("extra") or {})
-    state.epoch = int(saved["epoch"])
 
 
 def _batch_starts(n: int, batch_size: int, batchnorm: bool) -> list[int]:

@@ -24,8 +24,9 @@ import torch
 from sqlalchemy.exc import SQLAlchemyError
 
 from dlmodels.callbacks import Callback, FitState
+from dlmodels.checkpoint import checkpoint
 from dlmodels.serialize import sha256
-from dlmodels.training import History, checkpoint
+from dlmodels.training import History
 from worker import store
 from worker.heartbeat import Heartbeat
 from worker.retry import with_backoff

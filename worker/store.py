@@ -53,7 +53,7 @@ def set_run(job_id: str, attempt: int, *, experiment_id: str, run_id: str) -> bo
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A serialized end-of-epoch training state (`dlmodels.training.checkpoint`)."""
+    """A serialized end-of-epoch training state (`dlmodels.checkpoint.checkpoint`)."""
 
     epoch: int
     data: bytes

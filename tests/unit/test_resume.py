@@ -8,9 +8,10 @@ import torch
 
 from dlmodels.builder import build_model
 from dlmodels.callbacks import Callback, FitState
+from dlmodels.checkpoint import checkpoint
 from dlmodels.datasets import load_builtin
 from dlmodels.spec import JobSpec
-from dlmodels.training import checkpoint, fit
+from dlmodels.training import fit
 
 SPEC = JobSpec.model_validate({
     "model": {"input_shape": [4], "layers": [
