@@ -8,7 +8,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Row, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -124,9 +124,21 @@ def _same_spec_or_conflict(job: Job, spec: JobSpec) -> Job:
     return job
 
 
+class _Owned(Protocol):
+    @property
+    def tenant(self) -> str: ...
+
+
+J = TypeVar("J", bound=_Owned)
+
+
 def get_job(session: Session, *, job_id: str, tenant: str) -> Job:
-    job = session.get(Job, job_id)
-    # Another tenant's job answers exactly like a missing one.
+    return _owned(session.get(Job, job_id), job_id=job_id, tenant=tenant)
+
+
+def _owned(job: J | None, *, job_id: str, tenant: str) -> J:
+    """The tenant's job (an ORM object or a row); another tenant's answers exactly like a
+    missing one."""
     if job is None or job.tenant != tenant:
         raise NotFound(f"no job {job_id!r}")
     return job
@@ -173,8 +185,7 @@ async def read_job_async(reader: AsyncReader, *, job_id: str, tenant: str, setti
 
 def _status_answer(job: Any, *, job_id: str, tenant: str, settings: Settings,
                    finished: LRUCache[FinishedJob]) -> bytes:
-    if job is None or job.tenant != tenant:  # another tenant's job answers like a missing one
-        raise NotFound(f"no job {job_id!r}")
+    job = _owned(job, job_id=job_id, tenant=tenant)
     body = job_out(job, settings).model_dump_json().encode()
     if JobStatus(job.status).is_final:
         finished.put(job.id, FinishedJob(job.tenant, body))
