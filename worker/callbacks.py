@@ -17,7 +17,6 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,7 +24,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dlmodels.callbacks import Callback, FitState
 from dlmodels.checkpoint import checkpoint
-from dlmodels.serialize import sha256
 from dlmodels.training import History
 from worker import store
 from worker.heartbeat import Heartbeat
@@ -37,14 +35,6 @@ log = logging.getLogger("taas.worker")
 
 class LostOwnership(Exception):
     """The job is no longer running this attempt (cancelled, or re-assigned)."""
-
-
-@dataclass(frozen=True)
-class _Snapshot:
-    """A checkpoint serialized at the end of `epoch`, on its way to the writer thread."""
-
-    epoch: int
-    data: bytes
 
 
 class ReportProgress(Callback):
@@ -65,7 +55,7 @@ class ReportProgress(Callback):
         self.heartbeat = heartbeat
         self.db_timeout = db_timeout
         # In training order: an epoch's row comes before a checkpoint taken at its end.
-        self._queue: queue.SimpleQueue[tuple[int, dict[str, float]] | _Snapshot] = \
+        self._queue: queue.SimpleQueue[tuple[int, dict[str, float]] | store.Checkpoint] = \
             queue.SimpleQueue()
         # The writer's own (the training thread's once the writer has stopped):
         self._rows: list[dict[str, Any]] = []  # drained from _queue, not yet stored
@@ -111,7 +101,7 @@ class ReportProgress(Callback):
     def add_checkpoint(self, epoch: int, data: bytes) -> None:
         """A checkpoint taken at the end of `epoch` (after its `on_epoch_end`), to be stored by
         the writer thread: the training thread does not wait for the database."""
-        self._queue.put(_Snapshot(epoch, data))
+        self._queue.put(store.Checkpoint(epoch, data))
         self._wake.set()
 
     def on_train_end(self, state: FitState, history: History) -> None:
@@ -159,8 +149,8 @@ class ReportProgress(Callback):
     def _drain(self) -> None:
         while not self._queue.empty():
             item = self._queue.get()
-            if isinstance(item, _Snapshot):  # only the newest is worth storing
-                self._checkpoint = store.Checkpoint(item.epoch, item.data, sha256(item.data))
+            if isinstance(item, store.Checkpoint):  # only the newest is worth storing
+                self._checkpoint = item
                 continue
             epoch, logs = item
             self._rows.append({"epoch": epoch, **logs})

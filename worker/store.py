@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from api.db import session_scope
 from api.models import Job, JobCheckpoint, JobEpoch, JobStatus, JobWeights, utcnow
+from dlmodels.serialize import sha256 as sha256_of
 
 
 def claim(job_id: str) -> int | None:
@@ -57,7 +58,11 @@ class Checkpoint:
 
     epoch: int
     data: bytes
-    sha256: str
+
+    @property
+    def sha256(self) -> str:
+        """Hashed when stored (by the writer thread, not the training loop)."""
+        return sha256_of(self.data)
 
 
 def record_progress(job_id: str, attempt: int, rows: list[dict[str, Any]],
