@@ -13,11 +13,10 @@ from dlmodels.callbacks import FitState
 
 def checkpoint(state: FitState) -> dict[str, Any]:
     """Everything needed to go on after `state.epoch`: weights, optimizer, scheduler, shuffle
-    order, dropout's random state (CPU). Only tensors and plain containers, so it loads with
-    `weights_only=True`."""
+    order, dropout's random state (CPU) and the callbacks' progress."""
     return {
         "epoch": state.epoch,
-        "model": {k: v.detach().to("cpu") for k, v in state.model.state_dict().items()},
+        "model": _to_cpu(state.model.state_dict()),
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
         "generator": state.generator.get_state() if state.generator is not None else None,
@@ -27,6 +26,7 @@ def checkpoint(state: FitState) -> dict[str, Any]:
 
 
 def _to_cpu(value: Any) -> Any:
+    """Tensors, also inside dicts, moved to the CPU (a checkpoint loads on any machine)."""
     if isinstance(value, torch.Tensor):
         return value.detach().to("cpu")
     if isinstance(value, dict):
