@@ -6,7 +6,6 @@ forward pass (`dlmodels.training.predict`, what the route calls, one torch threa
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from typing import Any
@@ -26,6 +25,7 @@ from dlmodels.serialize import load_weights
 from dlmodels.spec import JobSpec
 from dlmodels.training import predict
 from tests.integration.stack import Process, free_port, start, wait_until
+from tests.npy import npy_bytes
 
 NAME = "bench-b3-mlp"
 THREADS = 4  # client threads for throughput
@@ -95,7 +95,7 @@ def run(config: Config, services: Services) -> BenchResult:
         payload = {"inputs": x.tolist()}
         url = f"{stack.api_url}/v1/jobs/{job['id']}/predict"
         http[f"predict {n_rows}"] = Request.json("POST", url, payload)
-        http[f"predict npy {n_rows}"] = Request("POST", url, _npy(x.astype(np.float32)),
+        http[f"predict npy {n_rows}"] = Request("POST", url, npy_bytes(x.astype(np.float32)),
                                                 NPY_TYPE)
         http[f"mlflow serve {n_rows}"] = Request.json("POST", f"{mlflow_url}/invocations",
                                                       payload)
@@ -176,12 +176,6 @@ def _micro_batching(result: BenchResult, model: SpecModel, rows: np.ndarray, n: 
         f"micro-batching {THREADS} concurrent 1-row requests would save at most "
         f"{gain.median:.3f} ms of forward pass per request, {gain.median / per_request:.1%} of "
         f"the {per_request:.2f} ms each request costs at c={THREADS}; not built")
-
-
-def _npy(x: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, x)
-    return buffer.getvalue()
 
 
 def _check_same_predictions(result: BenchResult, http: dict[str, Request]) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 
 from tests.integration.jobs import HEIGHTS, run, spec, submit, wait
 from tests.integration.stack import Stack
+from tests.npy import npy_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -88,12 +87,6 @@ def test_predict_body_needs_inputs(stack: Stack, trained: dict) -> None:  # type
     assert error["loc"] in (["inputs"], ["x"])
 
 
-def _npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
-
-
 NPY = {"content-type": "application/x-npy"}
 
 
@@ -104,7 +97,7 @@ def test_predict_takes_a_npy_body_and_answers_as_for_json(  # type: ignore[no-un
     url = f"/v1/jobs/{trained['id']}/predict"
     with stack.client() as client:
         as_json = client.post(url, json={"inputs": rows})
-        as_npy = client.post(url, content=_npy(np.array(rows, dtype=dtype)), headers=NPY)
+        as_npy = client.post(url, content=npy_bytes(np.array(rows, dtype=dtype)), headers=NPY)
     assert as_json.status_code == as_npy.status_code == 200, as_npy.text
     assert as_npy.json() == as_json.json()
     assert len(as_npy.json()["predictions"]) == len(rows)
@@ -112,11 +105,11 @@ def test_predict_takes_a_npy_body_and_answers_as_for_json(  # type: ignore[no-un
 
 @pytest.mark.parametrize(("body", "loc", "words"), [
     (b"not numpy", ["body"], "not a readable .npy"),
-    (_npy(np.array([[True]])), ["body"], "holds bool"),
-    (_npy(np.array([[80.0]]))[:-2], ["body"], "bytes of data follow"),
-    (_npy(np.array([80.0])), ["inputs"], "[1]"),
-    (_npy(np.array([[np.nan]])), ["inputs"], "NaN"),
-    (_npy(np.array([[80.0, 1.0]])), ["inputs"], "[1, 2]"),
+    (npy_bytes(np.array([[True]])), ["body"], "holds bool"),
+    (npy_bytes(np.array([[80.0]]))[:-2], ["body"], "bytes of data follow"),
+    (npy_bytes(np.array([80.0])), ["inputs"], "[1]"),
+    (npy_bytes(np.array([[np.nan]])), ["inputs"], "NaN"),
+    (npy_bytes(np.array([[80.0, 1.0]])), ["inputs"], "[1, 2]"),
 ])
 def test_a_bad_npy_body_is_422_with_loc(stack: Stack, trained: dict, body: bytes,  # type: ignore[type-arg]
                                         loc: list[str], words: str) -> None:
@@ -131,7 +124,7 @@ def test_predict_answers_alike_before_and_after_the_model_is_in_memory(stack: St
     # The first predict loads the model through the route; later ones are answered from
     # memory by api.fast_predict, which hands any bad body back to the route.
     bad = [b'{"inputs": [[80, 1]]}', b'{"inputs": [[80]], "x": 1}', b"{",
-           _npy(np.array([[np.inf]]))]
+           npy_bytes(np.array([[np.inf]]))]
     good = {"inputs": [[80.0], [65.0]]}
     with stack.client() as client:
         job = run(client, spec(HEIGHTS, name="predict-paths", training={
@@ -155,7 +148,7 @@ def test_predict_answers_alike_before_and_after_the_model_is_in_memory(stack: St
 
 def test_only_predict_takes_npy_and_a_415_says_what_it_takes(stack: Stack) -> None:
     with stack.client() as client:
-        error = _error(client.post("/v1/jobs", content=_npy(np.zeros((1, 1))), headers=NPY),
+        error = _error(client.post("/v1/jobs", content=npy_bytes(np.zeros((1, 1))), headers=NPY),
                        415)
         assert "application/json" in error["message"]
         assert ".npy file" not in error["message"]

@@ -5,7 +5,6 @@ app here records what reaches it), with the body replayed when it already read i
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,6 +19,7 @@ from api.middleware import Receive, RequestGuard, Scope, Send
 from api.services.predict import LoadedModel, ModelCache, forward_cost, predict
 from dlmodels.builder import build_model
 from dlmodels.spec import JobSpec
+from tests.npy import npy_bytes
 
 SPEC = JobSpec.model_validate({
     "model": {"input_shape": [2], "layers": [{"type": "dense", "units": 3,
@@ -68,19 +68,13 @@ def _post(app: Any, path: str, content: bytes | AsyncIterator[bytes],
     return asyncio.run(call())
 
 
-def _npy(x: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, x)
-    return buffer.getvalue()
-
-
 INPUTS = [[0.5, -1.0], [2.0, 0.25]]
 
 
 @pytest.mark.parametrize(("body", "media"), [
     (json.dumps({"inputs": INPUTS}).encode(), "application/json"),
-    (_npy(np.array(INPUTS, dtype=np.float32)), "application/x-npy"),
-    (_npy(np.array(INPUTS, dtype=np.float64)), "application/x-npy"),
+    (npy_bytes(np.array(INPUTS, dtype=np.float32)), "application/x-npy"),
+    (npy_bytes(np.array(INPUTS, dtype=np.float64)), "application/x-npy"),
 ])
 def test_a_cached_model_answers_without_the_route(loaded: LoadedModel, body: bytes,
                                                   media: str) -> None:

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 
 from api.bodies import parse_npy
 from api.errors import InvalidInput
-
-
-def _npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=allow_pickle)
-    return buffer.getvalue()
+from tests.npy import npy_bytes
 
 
 @pytest.mark.parametrize("array", [
@@ -24,7 +17,7 @@ def _npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
     np.zeros((0, 5), dtype=np.float16),
 ], ids=["float32", "fortran", "big-endian int", "empty"])
 def test_numbers_come_back_as_saved(array: np.ndarray) -> None:
-    parsed = parse_npy(_npy(array))
+    parsed = parse_npy(npy_bytes(array))
     assert parsed.dtype == array.dtype and parsed.shape == array.shape
     assert np.array_equal(parsed, array)
 
@@ -35,12 +28,12 @@ def test_pickled_objects_are_refused_without_being_unpickled() -> None:
             return (pytest.fail, ("unpickled",))
 
     with pytest.raises(InvalidInput, match="holds object"):
-        parse_npy(_npy(np.array([Bomb()], dtype=object), allow_pickle=True))
+        parse_npy(npy_bytes(np.array([Bomb()], dtype=object), allow_pickle=True))
 
 
 def test_a_header_cannot_claim_more_data_than_the_body_holds() -> None:
     # A 150-byte body claiming 8 TB must be refused before anything is allocated.
-    small = _npy(np.zeros(1))
+    small = npy_bytes(np.zeros(1))
     huge = small.replace(b"(1,)", b"(1000000000000,)")
     with pytest.raises(InvalidInput, match="8000000000000 bytes"):
         parse_npy(huge)
@@ -49,11 +42,11 @@ def test_a_header_cannot_claim_more_data_than_the_body_holds() -> None:
 @pytest.mark.parametrize(("body", "words"), [
     (b"", "not a readable .npy"),
     (b"\x93NUMPY\x09\x00", "not a readable .npy"),
-    (_npy(np.zeros(2))[:-1], "15 bytes of data"),
-    (_npy(np.zeros(2)) + b"\0", "17 bytes of data"),
-    (_npy(np.array(["a"])), "holds <U1"),
-    (_npy(np.array([1 + 2j])), "holds complex128"),
-    (_npy(np.float32(1)), "scalar"),
+    (npy_bytes(np.zeros(2))[:-1], "15 bytes of data"),
+    (npy_bytes(np.zeros(2)) + b"\0", "17 bytes of data"),
+    (npy_bytes(np.array(["a"])), "holds <U1"),
+    (npy_bytes(np.array([1 + 2j])), "holds complex128"),
+    (npy_bytes(np.float32(1)), "scalar"),
 ])
 def test_unreadable_bodies_name_the_problem(body: bytes, words: str) -> None:
     with pytest.raises(InvalidInput, match=words) as raised:
