@@ -34,9 +34,9 @@ class TamperedArtifact(ServiceError):
 
 
 # Predictions expected to take less than this run on the event loop, longer ones in a worker
-# thread. The hop there and back costs more latency than it saves and, measured with bench B3
-# (MLP 784-256-128-64-10, 4 clients), throughput too: 1,100 vs 550 req/s for 1 row, 580 vs
-# 420 for 64 rows. Longer forward passes would hold up every other request (status polls).
+# thread. The hop there and back costs more latency than it saves and, measured with B3's
+# requests (MLP 784-256-128-64-10, 4 clients), throughput too: 1,100 vs 550 req/s for 1 row,
+# 580 vs 420 for 64 rows. Longer forward passes would hold up every other request (status polls).
 INLINE_SECONDS = 1e-3
 PROBE_ROWS = 32  # the batch whose forward pass is timed at load, besides a single row
 
