@@ -43,13 +43,17 @@ PROBE_ROWS = 32  # the batch whose forward pass is timed at load, besides a sing
 
 @dataclass(frozen=True)
 class ForwardCost:
-    """A forward pass's time as fixed + per_row x rows, from two batch sizes timed at load."""
+    """A forward pass's time, from a 1-row and a PROBE_ROWS-row pass timed at load."""
 
-    fixed: float
-    per_row: float
+    one: float
+    many: float
 
     def seconds(self, rows: int) -> float:
-        return self.fixed + self.per_row * rows
+        if rows <= PROBE_ROWS:  # between the two timings
+            return self.one + (self.many - self.one) * (rows - 1) / (PROBE_ROWS - 1)
+        # Beyond them, as if all of the batch's time were per row: never less than a linear
+        # cost's, and never free where timer noise made the batch look as quick as one row.
+        return self.many * rows / PROBE_ROWS
 
 
 @dataclass(frozen=True)
@@ -90,10 +94,8 @@ def forward_cost(model: SpecModel, spec: JobSpec) -> ForwardCost:
     warms the model up). A model too slow to ever run inline is not timed further."""
     one = _best_time(model, spec, 1)
     if one > INLINE_SECONDS:
-        return ForwardCost(0.0, one)
-    many = _best_time(model, spec, PROBE_ROWS)
-    per_row = max(many - one, 0.0) / (PROBE_ROWS - 1)
-    return ForwardCost(max(one - per_row, 0.0), per_row)
+        return ForwardCost(one, one * PROBE_ROWS)
+    return ForwardCost(one, _best_time(model, spec, PROBE_ROWS))
 
 
 def _best_time(model: SpecModel, spec: JobSpec, rows: int) -> float:

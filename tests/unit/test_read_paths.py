@@ -175,26 +175,32 @@ def test_the_cache_is_bounded_least_recently_used_first() -> None:
 
 
 def test_quick_models_are_timed_at_load(sessions: sessionmaker[Session]) -> None:
-    from api.services.predict import INLINE_SECONDS, ModelCache, cached_model
+    from api.services.predict import INLINE_SECONDS, PROBE_ROWS, ModelCache, cached_model
 
     job_id = _add_job(sessions, tenant="a", status="succeeded")
     loaded = cached_model(job_id=job_id, tenant="a", cache=ModelCache(1))
-    # The heights MLP: a forward pass takes some microseconds, a little more per row.
+    # The heights MLP: a forward pass takes some microseconds, a batch a little more.
     cost = loaded.cost
-    assert 0 < cost.seconds(1) < INLINE_SECONDS and cost.per_row >= 0
+    assert 0 < cost.one < INLINE_SECONDS and cost.many > 0
     assert loaded.is_quick(1)
-    too_many = int((INLINE_SECONDS - cost.fixed) / max(cost.per_row, 1e-12)) + 1
+    too_many = max(int(INLINE_SECONDS * PROBE_ROWS / cost.many) + 1, PROBE_ROWS + 1)
     assert not loaded.is_quick(too_many)
 
 
-def test_forward_cost_is_fixed_plus_per_row() -> None:
-    from api.services.predict import INLINE_SECONDS, ForwardCost, LoadedModel
+def test_forward_cost_interpolates_then_never_makes_rows_free() -> None:
+    from api.services.predict import INLINE_SECONDS, PROBE_ROWS, ForwardCost, LoadedModel
 
-    cost = ForwardCost(fixed=1e-4, per_row=1e-6)
-    assert cost.seconds(64) == pytest.approx(1.64e-4)
-    loaded = LoadedModel(model=None, spec=None, tenant="", cost=cost)  # type: ignore[arg-type]
-    assert loaded.is_quick(int((INLINE_SECONDS - 1e-4) / 1e-6) - 1)
-    assert not loaded.is_quick(int((INLINE_SECONDS - 1e-4) / 1e-6) + 1)
+    cost = ForwardCost(one=1e-4, many=1e-4 + (PROBE_ROWS - 1) * 1e-5)  # 10 us a row
+    assert cost.seconds(1) == pytest.approx(1e-4)
+    assert cost.seconds(11) == pytest.approx(2e-4)
+    assert cost.seconds(PROBE_ROWS * 2) == pytest.approx(2 * cost.many)
+    # A batch timed no slower than one row (timer noise on a busy machine): still not free.
+    noisy = ForwardCost(one=2e-4, many=2e-4)
+    assert noisy.seconds(PROBE_ROWS) == pytest.approx(2e-4)
+    assert noisy.seconds(10_000) > 0.05
+    loaded = LoadedModel(model=None, spec=None, tenant="", cost=noisy)  # type: ignore[arg-type]
+    assert loaded.is_quick(PROBE_ROWS)
+    assert not loaded.is_quick(int(INLINE_SECONDS * PROBE_ROWS / 2e-4) + 1)
 
 
 @pytest.mark.parametrize(("raw", "loc", "kind"), [
