@@ -41,12 +41,25 @@ def parse_upload(*, content_type: str, body: bytes,
     try:
         parse = {"json": _from_json, "csv": _from_csv, "npz": _from_npz}[kind]
         x, y = parse(body, y_columns)
+        for name, array in (("x", x), ("y", y)):
+            _check_rows(name, array)
     except DataError as error:
         raise InvalidInput(error.message, list(error.loc)) from None
-    if len(x) == 0 or len(x) != len(y):
-        raise InvalidInput(f"x has {len(x)} rows and y {len(y)}; both need the same number, "
-                           "at least 1")
+    if len(x) != len(y):
+        raise InvalidInput(f"x has {len(x)} rows and y {len(y)}; both need the same number",
+                           ["y"])
     return kind, (x, y)
+
+
+def _check_rows(name: str, array: np.ndarray) -> None:
+    """Every format's arrays are [N, ...] with N >= 1 and no empty axis: a scalar (`"y": 5`)
+    or an empty list is refused here, whatever parser made the array."""
+    if array.ndim == 0:
+        raise DataError(f"{name} must be an array of rows ([N, ...]), not a single number",
+                        (name,))
+    if 0 in array.shape:
+        raise DataError(f"{name} has shape {list(array.shape)}: it needs at least one row and "
+                        "no empty axis", (name,))
 
 
 def _from_json(body: bytes, _y_columns: list[str] | None) -> Arrays:
@@ -104,9 +117,8 @@ def _from_npz(body: bytes, _y_columns: list[str] | None) -> Arrays:
     except (ValueError, OSError, zipfile.BadZipFile) as error:
         raise DataError(f"not a readable NPZ of numeric arrays: {error}") from None
     for name, array in (("x", x), ("y", y)):
-        if array.dtype.kind not in "iuf" or array.ndim == 0:
-            raise DataError(f"{name} must be a numeric array, not {array.dtype} {array.shape}",
-                            (name,))
+        if array.dtype.kind not in "iuf":
+            raise DataError(f"{name} must be a numeric array, not {array.dtype}", (name,))
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             raise DataError(f"{name} holds NaN or infinite values", (name,))
     x = x.astype(np.int64) if x.dtype.kind in "iu" else x.astype(np.float32)

@@ -178,5 +178,8 @@ def base_env(workdir: Path, mlflow_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAAS_")}
     env.update(TAAS_DATA_DIR=str(workdir / "data"), TAAS_MLFLOW_TRACKING_URI=mlflow_url,
                TAAS_MLFLOW_EXPERIMENT=f"taas-test-{workdir.name}", TAAS_PROGRESS_INTERVAL="0.05",
+               # Tests (the schema fuzzer above all) must reach every route's logic, not the
+               # rate limiter's 429; test_security sets its own limits to test them.
+               TAAS_RATE_LIMIT="100000", TAAS_RATE_BURST="100000",
                PYTHONUNBUFFERED="1")
     return env

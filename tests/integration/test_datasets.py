@@ -65,6 +65,8 @@ def test_json_and_npz_uploads_with_y_columns(stack: Stack) -> None:
     ('{"x": [[1], [2, 3]], "y": [1, 2]}', "application/json", 422, "ragged"),
     ('{"x": [[1]], "y": [1], "z": 1}', "application/json", 422, "object"),
     ("not a zip", "application/x-npz", 422, "NPZ"),
+    ('{"x": [[1], [2]], "y": 5}', "application/json", 422, "array of rows"),  # was a 500
+    ('{"x": [[]], "y": [1]}', "application/json", 422, "empty axis"),
     ("x=1", "application/x-www-form-urlencoded", 415, "content type"),
 ])
 def test_bad_uploads_say_what_is_wrong(stack: Stack, content: str, content_type: str,
