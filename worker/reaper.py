@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 
 from api.db import session_scope
+from api.lifecycle import job_status_changed
 from api.models import Job, JobStatus, utcnow
 from api.queue import dispatch
 from api.settings import Settings
@@ -49,7 +50,8 @@ def _take_over(job_id: str, attempt: int, cutoff: datetime, settings: Settings) 
     still_stale = update(Job).where(Job.id == job_id, Job.attempt == attempt,
                                     Job.status == JobStatus.running, Job.heartbeat_at < cutoff)
     with session_scope() as session:
-        if attempt >= settings.max_attempts:
+        status = JobStatus.failed if attempt >= settings.max_attempts else JobStatus.queued
+        if status is JobStatus.failed:
             result = session.execute(still_stale.values(
                 status=JobStatus.failed, finished_at=utcnow(), error_type="worker_lost",
                 error_message=f"the worker running attempt {attempt} of "
@@ -58,7 +60,10 @@ def _take_over(job_id: str, attempt: int, cutoff: datetime, settings: Settings) 
         else:
             result = session.execute(still_stale.values(status=JobStatus.queued,
                                                         dispatched_at=utcnow()))
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        if not result.rowcount:  # type: ignore[attr-defined]
+            return False
+        job_status_changed(session, job_id=job_id, status=status)
+        return True
 
 
 def _end_lost_run(run_id: str | None, settings: Settings) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy import delete, insert, update
 from sqlalchemy.orm import Session
 
 from api.db import session_scope
+from api.lifecycle import job_status_changed
 from api.models import Job, JobCheckpoint, JobEpoch, JobStatus, JobWeights, utcnow
 from dlmodels.serialize import sha256 as sha256_of
 
@@ -30,7 +31,10 @@ def claim(job_id: str) -> int | None:
                               Job.attempt == job.attempt)
             .values(status=JobStatus.running, attempt=attempt, started_at=utcnow(),
                     heartbeat_at=utcnow(), error_type=None, error_message=None))
-        return attempt if result.rowcount == 1 else None  # type: ignore[attr-defined]
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        job_status_changed(session, job_id=job_id, status=JobStatus.running)
+        return attempt
 
 
 def _running(job_id: str, attempt: int) -> Any:
@@ -115,6 +119,7 @@ def succeed(job_id: str, attempt: int, *, weights: bytes, sha256: str) -> bool:
         if not result.rowcount:  # type: ignore[attr-defined]
             return False
         session.merge(JobWeights(job_id=job_id, data=weights, sha256=sha256))
+        job_status_changed(session, job_id=job_id, status=JobStatus.succeeded)
         return True
 
 
@@ -123,7 +128,7 @@ def fail(job_id: str, attempt: int, *, error_type: str, message: str) -> bool:
         result = session.execute(_running(job_id, attempt).values(
             status=JobStatus.failed, finished_at=utcnow(), error_type=error_type,
             error_message=message[:4000]))
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return _changed(session, result, job_id, JobStatus.failed)
 
 
 def requeue(job_id: str, attempt: int, *, reason: str) -> bool:
@@ -132,7 +137,15 @@ def requeue(job_id: str, attempt: int, *, reason: str) -> bool:
         result = session.execute(_running(job_id, attempt).values(
             status=JobStatus.queued, dispatched_at=utcnow(), error_type=None,
             error_message=f"attempt {attempt} interrupted: {reason}"[:4000]))
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return _changed(session, result, job_id, JobStatus.queued)
+
+
+def _changed(session: Session, result: Any, job_id: str, status: JobStatus) -> bool:
+    """True if the conditional UPDATE moved the job, whose consequences are then recorded."""
+    if not result.rowcount:
+        return False
+    job_status_changed(session, job_id=job_id, status=status)
+    return True
 
 
 def load_checkpoint(job_id: str) -> JobCheckpoint | None:

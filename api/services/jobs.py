@@ -18,6 +18,7 @@ from api.aio_db import AsyncReader, postgres_sql
 from api.cache import LRUCache
 from api.db import read_row
 from api.errors import Conflict, InvalidInput, NotFound, TooManyRequests, Unavailable
+from api.lifecycle import job_status_changed
 from api.models import Job, JobEpoch, JobStatus, new_id, utcnow
 from api.queue import dispatch
 from api.schemas import JobError, JobOut, Progress
@@ -230,6 +231,8 @@ def cancel_job(session: Session, *, job_id: str, tenant: str) -> Job:
         update(Job).where(Job.id == job.id, Job.status.in_([JobStatus.queued, JobStatus.running]))
         .values(status=JobStatus.cancelled, finished_at=utcnow(), error_type="cancelled",
                 error_message="cancelled by request"))
+    if result.rowcount:  # type: ignore[attr-defined]
+        job_status_changed(session, job_id=job.id, status=JobStatus.cancelled)
     session.commit()
     session.refresh(job)
     if not result.rowcount:  # type: ignore[attr-defined]
