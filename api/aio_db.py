@@ -67,11 +67,19 @@ class AsyncReader:
         """The first row (a named tuple) or None. A kept connection the server dropped (it
         restarted) fails once; then every kept connection is dropped, as SQLAlchemy's pool
         does, and the read retried on a new one."""
+        return await self._read(sql, parameters, many=False)
+
+    async def rows(self, sql: str, parameters: dict[str, Any]) -> list[Any]:
+        """Every row (named tuples), as `row` reads them."""
+        found: list[Any] = await self._read(sql, parameters, many=True)
+        return found
+
+    async def _read(self, sql: str, parameters: dict[str, Any], *, many: bool) -> Any:
         for attempt in (1, 2):
             try:
                 async with self._connection() as connection:
                     cursor = await connection.execute(sql, parameters)
-                    return await cursor.fetchone()
+                    return await (cursor.fetchall() if many else cursor.fetchone())
             except psycopg.OperationalError as error:
                 if attempt == 2:
                     log.warning("database unavailable: %s", error)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from api import events
 from api.models import JobStatus
 
 
 def job_status_changed(session: Session, *, job_id: str, status: JobStatus) -> None:
     """Record what a status change implies; runs in the caller's transaction."""
     # Each capability adds its one line here (events, webhooks, sweeps, model versions).
-    del session, job_id, status
+    events.status_changed(session, job_id=job_id, status=status)

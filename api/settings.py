@@ -56,6 +56,10 @@ class Settings(BaseSettings):
                               "(token bucket, per API process).")
     rate_burst: int = Field(200, ge=1, description="Requests a tenant may make at once.")
     job_time_limit: int = Field(24 * 3600, ge=10, description="Hard limit on one job's run, s.")
+    events_poll_interval: float = Field(0.5, gt=0, description="Seconds between a live event "
+                                        "stream's reads of the database (per connection).")
+    events_max_seconds: float = Field(3600.0, gt=0, description="Longest a live event stream "
+                                      "stays open; clients reconnect with Last-Event-ID.")
     max_dataset_bytes: int = Field(256 * 2**20, ge=1024, description="Largest upload.")
     max_request_bytes: int = Field(32 * 2**20, ge=1024)
 

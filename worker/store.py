@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import delete, insert, update
 from sqlalchemy.orm import Session
 
+from api import events
 from api.db import session_scope
 from api.lifecycle import job_status_changed
 from api.models import Job, JobCheckpoint, JobEpoch, JobStatus, JobWeights, utcnow
@@ -86,6 +87,7 @@ def record_progress(job_id: str, attempt: int, rows: list[dict[str, Any]],
             return False
         if rows:
             _replace_epochs(session, job_id, rows)
+            events.epochs_recorded(session, job_id=job_id, rows=rows)
         if checkpoint is not None:
             session.merge(JobCheckpoint(job_id=job_id, epoch=checkpoint.epoch,
                                         data=checkpoint.data, sha256=checkpoint.sha256))

@@ -162,16 +162,16 @@ def finished_answer(finished: LRUCache[FinishedJob], *, job_id: str,
 
 # A status read: every column but the spec (it holds inline training data). Built once:
 # building this select per call cost more than running it (~0.15 ms).
-_STATUS_QUERY = select(*[column for column in Job.__table__.c if column.key != "spec"]) \
+STATUS_QUERY = select(*[column for column in Job.__table__.c if column.key != "spec"]) \
     .where(Job.id == bindparam("job_id"))
-_STATUS_SQL = postgres_sql(_STATUS_QUERY)
+_STATUS_SQL = postgres_sql(STATUS_QUERY)
 
 
 def read_job(*, job_id: str, tenant: str, settings: Settings,
              finished: LRUCache[FinishedJob]) -> bytes:
     """GET /v1/jobs/{id}'s JSON; a finished job's is kept in `finished` for later reads. What
     polling clients call most, so it is one Core query, with no Session."""
-    job = read_row(_STATUS_QUERY, {"job_id": job_id})
+    job = read_row(STATUS_QUERY, {"job_id": job_id})
     return _status_answer(job, job_id=job_id, tenant=tenant, settings=settings,
                           finished=finished)
 

@@ -1,0 +1,93 @@
+"""GET /v1/jobs/{id}/events: a job's Server-Sent Events, replayed from the database.
+
+Each connection polls the job's events table (api.events) every `events_poll_interval`
+seconds, at most `EVENTS_PER_READ` rows a read: on Postgres on the event loop, on SQLite in a
+worker thread for the read only, so no thread is held between reads. FastAPI's
+EventSourceResponse sends a keep-alive comment when nothing was sent for 15 s, and its
+producer hands one event at a time to a slow client (a buffer of one), so a slow or vanished
+client costs one paused coroutine; a disconnect cancels it. A stream lasts at most
+`events_max_seconds`; a client reconnects with `Last-Event-ID` and misses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header
+from fastapi.concurrency import run_in_threadpool
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from api import events
+from api.aio_db import AsyncReader
+from api.deps import ReaderDep, SettingsDep, TenantDep
+from api.errors import InvalidInput, NotFound
+from api.models import JobStatus
+from api.schemas import V1_ERRORS, errors
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=errors(*V1_ERRORS))
+
+EVENTS_PER_READ = 100
+
+
+@dataclass(frozen=True)
+class StreamStart:
+    job_id: str
+    after: int  # the last event id the client has seen (0: none)
+    final: bool  # the job had ended when the client connected
+
+
+async def stream_start(job_id: str, tenant: TenantDep, reader: ReaderDep,
+                       last_event_id: Annotated[str | None, Header(max_length=20)] = None,
+                       ) -> StreamStart:
+    """Checked before the stream starts, so a wrong id or header is an ordinary error answer."""
+    after = 0
+    if last_event_id is not None:
+        if not last_event_id.strip().isdigit():
+            raise InvalidInput("Last-Event-ID must be an event id this stream sent (a whole "
+                               "number)", ["header", "last-event-id"])
+        after = int(last_event_id)
+    found = (await events.owner_and_status_async(reader, job_id=job_id) if reader is not None
+             else await run_in_threadpool(events.owner_and_status, job_id=job_id))
+    if found is None or found[0] != tenant:
+        raise NotFound(f"no job {job_id!r}")
+    return StreamStart(job_id=job_id, after=after, final=JobStatus(found[1]).is_final)
+
+
+@router.get("/{job_id}/events", response_class=EventSourceResponse,
+            responses=errors(404, 422, descriptions={
+                422: "`invalid_input`: a Last-Event-ID that is not an event id."}),
+            summary="Live events: `status` (the job) and `epoch` ({epoch, loss, ...})",
+            description="Server-Sent Events. Every event has an `id`; reconnecting with the "
+                        "`Last-Event-ID` header replays from the database what came after it, "
+                        "with no gap and no repeat. A `status` event carries the job as "
+                        "`GET /v1/jobs/{id}` shows it; an `epoch` event one epoch's metrics (a "
+                        "retried attempt's re-run epochs come again and replace the earlier "
+                        "ones). The stream ends after the final status.")
+async def job_events(start: Annotated[StreamStart, Depends(stream_start)], reader: ReaderDep,
+                     settings: SettingsDep) -> AsyncIterator[ServerSentEvent]:
+    after, ends_at = start.after, time.monotonic() + settings.events_max_seconds
+    while True:
+        batch = await _read(reader, job_id=start.job_id, after=after)
+        for event in batch:
+            yield ServerSentEvent(id=str(event.id), event=event.type, data=event.data)
+            after = event.id
+            if event.is_final:
+                return
+        # A job that had ended at connect time has all its events committed already: once
+        # they are sent (or the client had them), nothing more will come.
+        if (not batch and start.final) or time.monotonic() > ends_at:
+            return
+        if len(batch) < EVENTS_PER_READ:
+            await asyncio.sleep(settings.events_poll_interval)
+
+
+async def _read(reader: AsyncReader | None, *, job_id: str, after: int) -> list[events.Event]:
+    if reader is not None:
+        return await events.events_after_async(reader, job_id=job_id, after=after,
+                                               limit=EVENTS_PER_READ)
+    return await run_in_threadpool(events.events_after, job_id=job_id, after=after,
+                                   limit=EVENTS_PER_READ)
