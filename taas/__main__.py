@@ -1,0 +1,5 @@
+import sys
+
+from taas.cli import main
+
+sys.exit(main())
