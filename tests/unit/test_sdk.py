@@ -5,9 +5,9 @@ what importing `taas` and running `taas --help` cost."""
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -38,13 +38,16 @@ def test_help_answers_at_once() -> None:
     result = subprocess.run([sys.executable, "-c", code, *HEAVY], cwd=ROOT,
                             capture_output=True, text=True, check=True)
     assert result.stdout.strip().endswith("[]"), result.stdout
+    # CPU time, not wall time: on this shared machine (load ~10 on 2 cores) the wall clock
+    # measures the queue for a core. Idle, `taas --help` takes as long as its CPU time.
     best = float("inf")
-    for _ in range(5):  # the best of five: the machine is shared
-        started = time.perf_counter()
+    for _ in range(5):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         subprocess.run([sys.executable, "-m", "taas", "--help"], cwd=ROOT, check=True,
                        capture_output=True)
-        best = min(best, time.perf_counter() - started)
-    assert best < 0.3, f"taas --help took {best:.2f}s"
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        best = min(best, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    assert best < 0.3, f"taas --help took {best:.2f}s of CPU"
 
 
 def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
