@@ -156,8 +156,8 @@ def predict(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 
 def _predictions(answer: dict[str, Any], limit: int = 50) -> Table:
-    rows = [{"#": i, "prediction": p} | ({"label": answer["labels"][i]} if "labels" in answer
-                                          else {})
+    rows = [{"#": i, "prediction": p[0] if isinstance(p, list) and len(p) == 1 else p}
+            | ({"label": answer["labels"][i]} if "labels" in answer else {})
             for i, p in enumerate(answer["predictions"])]
     table = render.table(rows, limit=limit)
     if len(rows) > limit:
