@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header
 from fastapi.concurrency import run_in_threadpool
@@ -28,7 +28,20 @@ from api.errors import InvalidInput, NotFound
 from api.models import JobStatus
 from api.schemas import V1_ERRORS, errors
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=errors(*V1_ERRORS))
+
+def json_errors(*codes: int, descriptions: dict[int, str] | None = None
+                ) -> dict[int | str, dict[str, Any]]:
+    """`errors(...)`, declared as JSON: errors answer JSON, not the stream's media type (which
+    FastAPI would give a bare `model`)."""
+    entries = errors(*codes, descriptions=descriptions)
+    for entry in entries.values():
+        del entry["model"]
+        entry["content"] = {"application/json": {"schema": {
+            "$ref": "#/components/schemas/ErrorBody"}}}
+    return entries
+
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=json_errors(*V1_ERRORS))
 
 EVENTS_PER_READ = 100
 
@@ -58,7 +71,7 @@ async def stream_start(job_id: str, tenant: TenantDep, reader: ReaderDep,
 
 
 @router.get("/{job_id}/events", response_class=EventSourceResponse,
-            responses=errors(404, 422, descriptions={
+            responses=json_errors(404, 422, descriptions={
                 422: "`invalid_input`: a Last-Event-ID that is not an event id."}),
             summary="Live events: `status` (the job) and `epoch` ({epoch, loss, ...})",
             description="Server-Sent Events. Every event has an `id`; reconnecting with the "

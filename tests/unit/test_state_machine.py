@@ -7,6 +7,7 @@ the API use (worker.store, worker.reaper, api.services.jobs).
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -53,6 +54,10 @@ def _clear_caches() -> None:
     db.reset()
 
 
+SUMMARY = {"input_shape": [1], "layers": [], "total_params": 0, "trainable_params": 0,
+           "param_bytes": 0, "activation_bytes_per_sample": 0}
+
+
 class JobLifecycle(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -62,7 +67,7 @@ class JobLifecycle(RuleBasedStateMachine):
         self.job_id = new_id()
         with session_scope() as session:
             session.add(Job(id=self.job_id, name="sm", status=JobStatus.queued, spec={},
-                            summary={}, epochs=1, dispatched_at=utcnow()))
+                            summary=SUMMARY, epochs=1, dispatched_at=utcnow()))
         self.alive: set[int] = set()  # attempts whose worker process still runs
         self.final: str | None = None
 
@@ -147,6 +152,23 @@ class JobLifecycle(RuleBasedStateMachine):
     @invariant()
     def attempts_are_bounded(self) -> None:
         assert self._job().attempt <= MAX_ATTEMPTS
+
+    @invariant()
+    def the_event_stream_tells_every_status_change(self) -> None:
+        from sqlalchemy import select
+
+        from api.db import session_scope
+        from api.models import JobEvent
+
+        with session_scope() as session:
+            statuses = [data["status"] for data in session.scalars(
+                select(JobEvent.data).where(JobEvent.job_id == self.job_id,
+                                            JobEvent.type == "status").order_by(JobEvent.id))]
+        assert statuses[-1:] == [self._job().status] or (not statuses and
+                                                         self._job().status == "queued")
+        assert all(a != b for a, b in itertools.pairwise(statuses))
+        finals = [s for s in statuses if s in ("succeeded", "failed", "cancelled")]
+        assert len(finals) <= 1 and (not finals or statuses[-1] == finals[0])
 
 
 JobLifecycle.TestCase.settings = hsettings(max_examples=60, stateful_step_count=25,
