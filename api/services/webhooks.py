@@ -13,6 +13,7 @@ import base64
 import logging
 import secrets
 import uuid
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from sqlalchemy import event, select
@@ -110,14 +111,28 @@ def job_status_changed(session: Session, *, job_id: str, status: JobStatus) -> N
     type_ = _JOB_EVENTS.get(status)
     if type_ is None:
         return
-    # Imported here: api.services.jobs itself imports the lifecycle hook that calls this.
-    from api.services.jobs import job_out
-
     job = session.get(Job, job_id, populate_existing=True)
-    if job is None:
-        return
-    data = job_out(job, get_settings()).model_dump(mode="json", exclude={"summary"})
-    enqueue_event(session, tenant=job.tenant, type=type_, data=data)
+    if job is not None:
+        enqueue_event(session, tenant=job.tenant, type=type_, data=_job_data(job))
+
+
+def _job_data(job: Job) -> dict[str, Any]:
+    """The job as GET /v1/jobs/{id} shows it, without the model summary."""
+    # Imported here: api.services.jobs itself imports the lifecycle hook that calls this.
+    from api.services.jobs import mlflow_url
+
+    error = {"type": job.error_type, "message": job.error_message or ""} \
+        if job.error_type else None
+    return {"id": job.id, "name": job.name, "status": job.status,
+            "progress": {"epoch": job.progress_epoch, "epochs": job.epochs},
+            "metrics": job.metrics or {}, "error": error, "attempt": job.attempt,
+            "mlflow_run_id": job.mlflow_run_id, "mlflow_url": mlflow_url(job, get_settings()),
+            **{name: _iso(getattr(job, name))
+               for name in ("created_at", "started_at", "finished_at")}}
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else None
 
 
 @event.listens_for(Session, "after_commit")
