@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from dlmodels.builder import Summary
@@ -91,6 +91,31 @@ class PredictResponse(BaseModel):
     predictions: list[Any] = Field(examples=[[[181.6], [167.0]]])
     labels: list[int] | None = Field(None, description="Class labels, for bce and "
                                      "cross_entropy models.", examples=[None])
+
+
+class EvaluateRequest(BaseModel):
+    """Either the data (`x`, `y`) or an uploaded dataset's id."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"x": [[80], [65]], "y": [[181], [167]]}, {"dataset_id": "9c1e4b7a2d3f4e5a"}]})
+    x: list[Any] | None = Field(None, min_length=1, description="Shaped [N, *input_shape].")
+    y: list[Any] | None = Field(None, min_length=1, description="The N targets, as in training.")
+    dataset_id: str | None = Field(None, max_length=64, description="An uploaded dataset.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EvaluateRequest:
+        if self.dataset_id is not None and (self.x is not None or self.y is not None):
+            raise ValueError("send either x and y or a dataset_id, not both")
+        if self.dataset_id is None and (self.x is None or self.y is None):
+            raise ValueError("send x and y (or a dataset_id)")
+        return self
+
+
+class EvaluateResponse(BaseModel):
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
+        {"loss": 12.5, "mae": 2.9, "samples": 2}]})
+    loss: float
+    samples: int
 
 
 class Health(BaseModel):

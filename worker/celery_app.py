@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from api.db import get_engine
 from api.queue import WEBHOOK_QUEUE, make_celery
@@ -21,7 +21,10 @@ from api.settings import get_settings
 from worker.reaper import Reaper
 
 app = make_celery(get_settings())
-app.conf.task_queues = [Queue("cpu"), Queue(WEBHOOK_QUEUE),
+# A queue declared without an exchange would be bound to the default one with the default
+# queue's routing key, and receive a copy of every training message.
+app.conf.task_queues = [Queue("cpu"),
+                        Queue(WEBHOOK_QUEUE, Exchange(WEBHOOK_QUEUE), routing_key=WEBHOOK_QUEUE),
                         *([Queue("gpu")] if torch.cuda.is_available() else [])]
 app.conf.include = ["worker.tasks"]
 
