@@ -135,6 +135,11 @@ class DatasetOut(BaseModel):
 
 # --- errors: the one shape every error answers (api.errors.error_body) ---------------------
 
+def _absent_not_null(schema: dict[str, Any]) -> None:
+    """An optional field is left out of the body, never null: no `"default": null`."""
+    schema.pop("default", None)
+
+
 class FieldError(BaseModel):
     """One problem a validation error found; `loc` is the path into the request."""
 
@@ -142,11 +147,10 @@ class FieldError(BaseModel):
     loc: list[str | int] = Field(examples=[["model", "layers", 0, "units"]])
     message: str = Field(examples=["model.layers.0.units: Input should be greater than 0"])
     type: str = Field(examples=["greater_than"])
-
-
-def _absent_not_null(schema: dict[str, Any]) -> None:
-    """An optional field is left out of the body, never null: no `"default": null`."""
-    schema.pop("default", None)
+    line: int | SkipJsonSchema[None] = Field(None, description="json_invalid only.",
+                                             json_schema_extra=_absent_not_null)
+    column: int | SkipJsonSchema[None] = Field(None, description="json_invalid only.",
+                                               json_schema_extra=_absent_not_null)
 
 
 class ErrorDetail(BaseModel):
@@ -159,6 +163,12 @@ class ErrorDetail(BaseModel):
     loc: list[str | int] | SkipJsonSchema[None] = Field(
         None, description="The path into the request body (or the parameter) at fault.",
         examples=[["model", "layers", 0]], json_schema_extra=_absent_not_null)
+    line: int | SkipJsonSchema[None] = Field(
+        None, description="json_invalid only: the line of the JSON syntax error (from 1).",
+        json_schema_extra=_absent_not_null)
+    column: int | SkipJsonSchema[None] = Field(
+        None, description="json_invalid only: its column (from 1).",
+        json_schema_extra=_absent_not_null)
     errors: list[FieldError] | SkipJsonSchema[None] = Field(
         None, description="validation_error only: every problem found; the first is the "
         "error's own message and loc.", json_schema_extra=_absent_not_null)

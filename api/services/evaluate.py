@@ -23,8 +23,8 @@ def evaluate_job(*, job_id: str, tenant: str, cache: ModelCache, raw: bytes,
                  content_type: str) -> bytes:
     """`{loss, <metric>..., samples}` of the succeeded job's model over the body's data, as
     the answer's JSON bytes."""
+    x, y, (x_loc, y_loc) = _arrays(raw, content_type, tenant)  # as predict: the body first
     loaded = cached_model(job_id=job_id, tenant=tenant, cache=cache)  # 404, 409
-    x, y, (x_loc, y_loc) = _arrays(raw, content_type, tenant)
     model_spec = loaded.spec.model
     x = to_array(x, integer=model_spec.input_dtype == "int", loc=x_loc)
     check_inputs(x, model_spec.input_shape, loc=x_loc)
