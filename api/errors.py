@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.suggestions import hint, json_position
 from dlmodels.errors import SpecError
 
 log = logging.getLogger("taas.api")
@@ -104,6 +105,29 @@ def _child(node: Any, part: str | int) -> Any:
     return None
 
 
+def _json_syntax_error(error: dict[str, Any], document: Any) -> dict[str, Any]:
+    """A body that is not JSON has no path into it (loc []); it has a line and a column."""
+    reason = str((error.get("ctx") or {}).get("error") or error["msg"])
+    reason = reason.removeprefix("Invalid JSON: ")
+    position = json_position(error, document)
+    if position is None:
+        return {"loc": [], "message": f"body: invalid JSON: {reason}", "type": "json_invalid"}
+    line, column = position
+    return {"loc": [], "type": "json_invalid", "line": line, "column": column,
+            "message": f"body: invalid JSON at line {line}, column {column}: {reason}"}
+
+
+def _body_schema(request: Request) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The JSON schema of the route's request body (from the app's OpenAPI document), and the
+    components its references point into."""
+    route = request.scope.get("route")
+    path = getattr(route, "path_format", None)
+    document = request.app.openapi()
+    operation = document.get("paths", {}).get(path, {}).get(request.method.lower(), {})
+    content = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+    return content.get("schema"), document.get("components", {}).get("schemas", {})
+
+
 def _validation_message(error: dict[str, Any], loc: list[str | int]) -> str:
     where = ".".join(str(p) for p in loc) or "body"
     return f"{where}: {error['msg']}"
@@ -119,23 +143,33 @@ def install_error_handlers(app: FastAPI) -> None:
         return _json(422, error_body("invalid_spec", exc.message, exc.loc))
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = []
+        schema, components = _body_schema(request)
         for error in exc.errors():
-            # A body that is not JSON has no path into it (pydantic gives a character offset).
-            loc = [] if error["type"] == "json_invalid" else clean_loc(error["loc"], exc.body)
-            errors.append({"loc": loc, "message": _validation_message(error, loc),
-                           "type": error["type"]})
+            if error["type"] == "json_invalid":
+                errors.append(_json_syntax_error(error, exc.body))
+                continue
+            loc = clean_loc(error["loc"], exc.body)
+            message = _validation_message(error, loc) + \
+                hint(error, loc, exc.body, schema, components)
+            errors.append({"loc": loc, "message": message, "type": error["type"]})
         first = errors[0]
+        extra = {k: first[k] for k in ("line", "column") if k in first}
         return _json(422, error_body("validation_error", first["message"], first["loc"],
-                                     errors=errors))
+                                     errors=errors, **extra))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kinds = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
                  415: "unsupported_media_type"}
+        message = str(exc.detail)
+        if exc.status_code in (404, 405) and message in ("Not Found", "Method Not Allowed"):
+            # No route matched: say what was asked and where the routes are listed.
+            message = f"{message}: {request.method} {request.url.path} is not an operation " \
+                      "of this API; every operation is listed at /docs"
         return _json(exc.status_code, error_body(kinds.get(exc.status_code, "http_error"),
-                                                 str(exc.detail)), getattr(exc, "headers", None))
+                                                 message), getattr(exc, "headers", None))
 
     @app.exception_handler(OperationalError)
     async def database_down(request: Request, exc: OperationalError) -> JSONResponse:

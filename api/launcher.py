@@ -268,11 +268,19 @@ def _start_stack(sup: Supervisor, plan: Plan) -> None:
     sup.wait_http("the API", f"{plan.api_url}/readyz")
 
 
+def _started(plan: Plan) -> list[str]:
+    """The processes `_start_stack` starts, each logging to logs/<name>.log."""
+    return [*(["mlflow"] if plan.start_mlflow else []), "worker", "api"]
+
+
 def _announce(plan: Plan) -> None:
     ui = os.environ.get("TAAS_MLFLOW_UI_URL") or plan.mlflow_url
     say("\n".join([
         "taas is up:", f"  API:       {plan.api_url}", f"  API docs:  {plan.api_url}/docs",
-        f"  MLflow UI: {ui.rstrip('/')}", f"  data:      {plan.data_dir} (logs in logs/)",
+        f"  MLflow UI: {ui.rstrip('/')}", f"  data:      {plan.data_dir}",
+        # The real folder, in full: "logs/" read as relative to where the user stands.
+        f"  logs:      {plan.data_dir / 'logs'} "
+        f"({', '.join(f'{name}.log' for name in _started(plan))})",
         f"Stop with Ctrl-C (or: kill {os.getpid()})."]))
 
 

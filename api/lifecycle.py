@@ -13,9 +13,11 @@ from sqlalchemy.orm import Session
 
 from api import events
 from api.models import JobStatus
+from api.services import webhooks
 
 
 def job_status_changed(session: Session, *, job_id: str, status: JobStatus) -> None:
     """Record what a status change implies; runs in the caller's transaction."""
     # Each capability adds its one line here (events, webhooks, sweeps, model versions).
     events.status_changed(session, job_id=job_id, status=status)
+    webhooks.job_status_changed(session, job_id=job_id, status=status)

@@ -35,8 +35,14 @@ JSON_TYPES = ("application/json",)
 PREDICT_TYPES = (*JSON_TYPES, NPY_TYPE)
 
 
+# Evaluate also takes the data as an NPZ file holding arrays x and y (numpy.savez).
+EVALUATE_TYPES = (*JSON_TYPES, "application/x-npz")
+
+
 def _media_types(path: str) -> tuple[tuple[str, ...], str]:
     """The media types a JSON route takes, and how a 415 names them."""
+    if path.endswith("/evaluate"):
+        return EVALUATE_TYPES, " or the data as an NPZ file (content-type: application/x-npz)"
     if path.endswith("/predict"):
         return PREDICT_TYPES, (" or the inputs as a .npy file (content-type: "
                                f"{NPY_TYPE})")

@@ -48,3 +48,15 @@ def get_celery() -> Celery:
 def dispatch(job_id: str, queue: str, countdown: float | None = None) -> None:
     """Send the job id (only the id: the worker re-reads the row) to the queue."""
     get_celery().send_task(TRAIN_TASK, args=[job_id], queue=queue, countdown=countdown)
+
+
+DELIVER_TASK = "taas.deliver_webhook"
+# Deliveries have a queue of their own, so a worker can be given to them alone
+# (`celery -A worker.celery_app worker -Q webhooks`) and never wait behind training.
+WEBHOOK_QUEUE = "webhooks"
+
+
+def dispatch_delivery(delivery_id: str, countdown: float | None = None) -> None:
+    """Send a webhook delivery's id to its queue (the worker re-reads the row)."""
+    get_celery().send_task(DELIVER_TASK, args=[delivery_id], queue=WEBHOOK_QUEUE,
+                           countdown=countdown)

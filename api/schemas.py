@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from dlmodels.builder import Summary
@@ -93,6 +93,31 @@ class PredictResponse(BaseModel):
                                      "cross_entropy models.", examples=[None])
 
 
+class EvaluateRequest(BaseModel):
+    """Either the data (`x`, `y`) or an uploaded dataset's id."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"x": [[80], [65]], "y": [[181], [167]]}, {"dataset_id": "9c1e4b7a2d3f4e5a"}]})
+    x: list[Any] | None = Field(None, min_length=1, description="Shaped [N, *input_shape].")
+    y: list[Any] | None = Field(None, min_length=1, description="The N targets, as in training.")
+    dataset_id: str | None = Field(None, max_length=64, description="An uploaded dataset.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EvaluateRequest:
+        if self.dataset_id is not None and (self.x is not None or self.y is not None):
+            raise ValueError("send either x and y or a dataset_id, not both")
+        if self.dataset_id is None and (self.x is None or self.y is None):
+            raise ValueError("send x and y (or a dataset_id)")
+        return self
+
+
+class EvaluateResponse(BaseModel):
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
+        {"loss": 12.5, "mae": 2.9, "samples": 2}]})
+    loss: float
+    samples: int
+
+
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
@@ -110,6 +135,11 @@ class DatasetOut(BaseModel):
 
 # --- errors: the one shape every error answers (api.errors.error_body) ---------------------
 
+def _absent_not_null(schema: dict[str, Any]) -> None:
+    """An optional field is left out of the body, never null: no `"default": null`."""
+    schema.pop("default", None)
+
+
 class FieldError(BaseModel):
     """One problem a validation error found; `loc` is the path into the request."""
 
@@ -117,11 +147,10 @@ class FieldError(BaseModel):
     loc: list[str | int] = Field(examples=[["model", "layers", 0, "units"]])
     message: str = Field(examples=["model.layers.0.units: Input should be greater than 0"])
     type: str = Field(examples=["greater_than"])
-
-
-def _absent_not_null(schema: dict[str, Any]) -> None:
-    """An optional field is left out of the body, never null: no `"default": null`."""
-    schema.pop("default", None)
+    line: int | SkipJsonSchema[None] = Field(None, description="json_invalid only.",
+                                             json_schema_extra=_absent_not_null)
+    column: int | SkipJsonSchema[None] = Field(None, description="json_invalid only.",
+                                               json_schema_extra=_absent_not_null)
 
 
 class ErrorDetail(BaseModel):
@@ -134,6 +163,12 @@ class ErrorDetail(BaseModel):
     loc: list[str | int] | SkipJsonSchema[None] = Field(
         None, description="The path into the request body (or the parameter) at fault.",
         examples=[["model", "layers", 0]], json_schema_extra=_absent_not_null)
+    line: int | SkipJsonSchema[None] = Field(
+        None, description="json_invalid only: the line of the JSON syntax error (from 1).",
+        json_schema_extra=_absent_not_null)
+    column: int | SkipJsonSchema[None] = Field(
+        None, description="json_invalid only: its column (from 1).",
+        json_schema_extra=_absent_not_null)
     errors: list[FieldError] | SkipJsonSchema[None] = Field(
         None, description="validation_error only: every problem found; the first is the "
         "error's own message and loc.", json_schema_extra=_absent_not_null)

@@ -62,6 +62,18 @@ class Settings(BaseSettings):
                                       "stays open; clients reconnect with Last-Event-ID.")
     max_dataset_bytes: int = Field(256 * 2**20, ge=1024, description="Largest upload.")
     max_request_bytes: int = Field(32 * 2**20, ge=1024)
+    webhook_allow_private: bool = Field(
+        False, description="Let webhooks reach private, loopback and link-local addresses "
+        "(refused by default: a webhook must not be a way into the service's own network).")
+    webhook_timeout: float = Field(10.0, gt=0, description="Seconds a webhook receiver has to "
+                                   "answer one delivery.")
+    webhook_backoff: float = Field(5.0, gt=0, description="Seconds before a failed delivery's "
+                                   "first retry; each retry waits twice the one before.")
+    webhook_max_backoff: float = Field(3600.0, gt=0, description="Longest wait between two "
+                                       "retries of a delivery.")
+    webhook_retry_for: float = Field(24 * 3600.0, gt=0, description="Seconds after the event "
+                                     "during which a failing delivery is retried; then it "
+                                     "is marked failed.")
 
     @property
     def resolved_database_url(self) -> str:

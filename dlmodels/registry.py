@@ -6,10 +6,17 @@ registry, so adding an entry is one registration and nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import difflib
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """" (did you mean 'dense'?)" when a choice is close to the misspelt `word`, else ""."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class UnknownNameError(KeyError):
@@ -17,7 +24,8 @@ class UnknownNameError(KeyError):
 
     def __init__(self, kind: str, name: str, known: list[str]) -> None:
         self.kind, self.name, self.known = kind, name, known
-        super().__init__(f"unknown {kind} {name!r}; known: {', '.join(known)}")
+        super().__init__(f"unknown {kind} {name!r}{did_you_mean(name, known)}; known: "
+                         f"{', '.join(known)}")
 
     def __str__(self) -> str:
         return str(self.args[0])

@@ -116,7 +116,7 @@ def _class_labels(ys: torch.Tensor, loss: str) -> np.ndarray | None:
     return None
 
 
-def _num_classes(outputs: torch.Tensor) -> int:
+def num_classes(outputs: torch.Tensor) -> int:
     """Classes the outputs can express: one unit is a binary decision, k units are k classes."""
     return max(int(outputs.shape[-1]) if outputs.dim() > 1 else 1, 2)
 
@@ -196,7 +196,7 @@ def _prepare(model: SpecModel, x: np.ndarray, y: np.ndarray, training: TrainingS
     # Eval mode: batchnorm cannot take batch statistics of one sample (and must not learn them).
     model.eval()
     with torch.no_grad():
-        classes = _num_classes(model.logits(x_train[:1]))
+        classes = num_classes(model.logits(x_train[:1]))
     batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     return _Setup(x_train, y_train, _to_device(xs[val_idx], device),
                   _to_device(ys[val_idx], device),

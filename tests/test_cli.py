@@ -145,3 +145,14 @@ def test_up_serves_and_stops_cleanly_on_ctrl_c(
     assert proc.wait(timeout=30) == 0
     # Each child led its own process group: nothing of any group, grandchildren included, is left.
     assert [pid for pid in children if group_alive(pid)] == []
+
+
+def test_up_names_the_real_log_folder_and_files(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from api.launcher import Plan, _announce
+
+    plan = Plan(args=None, data_dir=tmp_path / "data", api_url="http://127.0.0.1:8000",  # type: ignore[arg-type]
+                mlflow_url="http://127.0.0.1:5000", start_mlflow=True, env={})
+    _announce(plan)
+    line = next(x for x in capsys.readouterr().out.splitlines() if "logs:" in x)
+    assert f"{tmp_path / 'data' / 'logs'} (mlflow.log, worker.log, api.log)" in line

@@ -173,10 +173,10 @@ def test_mlflow_waits_for_postgres(services: dict) -> None:
     assert depends_on(services["mlflow"]).get("postgres") == "service_healthy"
 
 
-@pytest.mark.parametrize(("name", "queue"), [("worker", "cpu"), ("worker-gpu", "gpu")])
-def test_workers_consume_their_queue(services: dict, name: str, queue: str) -> None:
-    queues = option(command_args(services[name]), "-Q", "--queues").split(",")
-    assert queues == [queue]
+@pytest.mark.parametrize(("name", "queues"), [("worker", ["cpu", "webhooks"]),
+                                              ("worker-gpu", ["gpu"])])
+def test_workers_consume_their_queues(services: dict, name: str, queues: list[str]) -> None:
+    assert option(command_args(services[name]), "-Q", "--queues").split(",") == queues
 
 
 @pytest.mark.parametrize("name", ["worker", "worker-gpu"])

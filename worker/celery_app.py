@@ -1,7 +1,8 @@
 """The Celery app: `celery -A worker.celery_app worker`.
 
-The worker consumes `cpu`, and `gpu` too when this host has CUDA. Each worker process sets
-torch's threads to its share of the cores, so N processes on N cores never run N x N threads.
+The worker consumes `cpu` and `webhooks`, and `gpu` too when this host has CUDA. Each worker
+process sets torch's threads to its share of the cores, so N processes on N cores never run
+N x N threads.
 """
 
 from __future__ import annotations
@@ -12,15 +13,19 @@ from typing import Any
 
 import torch
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from api.db import get_engine
-from api.queue import make_celery
+from api.queue import WEBHOOK_QUEUE, make_celery
 from api.settings import get_settings
 from worker.reaper import Reaper
 
 app = make_celery(get_settings())
-app.conf.task_queues = [Queue("cpu"), *([Queue("gpu")] if torch.cuda.is_available() else [])]
+# A queue declared without an exchange would be bound to the default one with the default
+# queue's routing key, and receive a copy of every training message.
+app.conf.task_queues = [Queue("cpu"),
+                        Queue(WEBHOOK_QUEUE, Exchange(WEBHOOK_QUEUE), routing_key=WEBHOOK_QUEUE),
+                        *([Queue("gpu")] if torch.cuda.is_available() else [])]
 app.conf.include = ["worker.tasks"]
 
 _processes = 1

@@ -6,7 +6,8 @@ heartbeat interval. Its updates are conditional, so several reapers never act tw
   again) while attempts remain, else fails with `worker_lost`;
 - a queued job sent longer ago than `requeue_after` and never claimed is sent again (its
   message was lost, e.g. in a Redis restart, or the broker was down);
-- a finished job whose MLflow run could not be ended (MLflow was down) is ended now.
+- a finished job whose MLflow run could not be ended (MLflow was down) is ended now;
+- a webhook delivery that is overdue and was not sent again lately is sent again.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from api.lifecycle import job_status_changed
 from api.models import Job, JobStatus, utcnow
 from api.queue import dispatch
 from api.settings import Settings
+from worker.webhooks import resend_due
 
 log = logging.getLogger("taas.reaper")
 
@@ -108,7 +110,7 @@ def end_pending_runs(settings: Settings) -> None:
 
 
 def reap_once(settings: Settings) -> None:
-    for step in (reap_lost_workers, resend_unclaimed, end_pending_runs):
+    for step in (reap_lost_workers, resend_unclaimed, end_pending_runs, resend_due):
         try:
             step(settings)
         except Exception as error:  # the database or broker may be down; try next round

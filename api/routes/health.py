@@ -1,9 +1,9 @@
-"""Liveness and readiness."""
+"""Liveness, readiness, and a browser's way in."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 
 from api.deps import SettingsDep
 from api.schemas import Health
@@ -25,3 +25,10 @@ def readyz(settings: SettingsDep) -> JSONResponse:
     ok = all(value == "ok" for value in checks.values())
     body = Health(status="ok" if ok else "unavailable", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+@router.get("/", include_in_schema=False)
+@router.get("/v1", include_in_schema=False)
+def docs_redirect() -> RedirectResponse:
+    """A browser opening the API's address (or /v1) lands on the interactive docs."""
+    return RedirectResponse("/docs")

@@ -15,6 +15,8 @@ from api.schemas import (
     BODY_ERRORS,
     V1_ERRORS,
     EpochMetrics,
+    EvaluateRequest,
+    EvaluateResponse,
     JobCreate,
     JobOut,
     JobPage,
@@ -23,7 +25,7 @@ from api.schemas import (
     PredictResponse,
     errors,
 )
-from api.services import jobs, predict
+from api.services import evaluate, jobs, predict
 from api.services.predict import ModelCache
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=errors(*V1_ERRORS))
@@ -118,3 +120,25 @@ def _predict(raw: bytes, npy: bool, job_id: str, tenant: str, cache: ModelCache)
     inputs = parse_inputs(raw, npy=npy)
     loaded = predict.cached_model(job_id=job_id, tenant=tenant, cache=cache)
     return json_response(predict.predict(loaded, inputs))
+
+
+@router.post("/{job_id}/evaluate", response_model=EvaluateResponse,
+             responses=errors(*BODY_ERRORS, 404, 409, 422, 500, descriptions={
+                 409: "`conflict`: the job has not succeeded (or has no stored weights).",
+                 422: "`validation_error`, `invalid_spec` or `invalid_input`: x not shaped "
+                      "[N, *input_shape], y not fitting the outputs or the loss, NaN or Inf, "
+                      "or an unknown dataset_id; `loc` points at them.",
+                 500: "`artifact_integrity`: the stored weights fail their integrity check."}),
+             openapi_extra=json_body_doc(EvaluateRequest, binary=(evaluate.NPZ_TYPE,)),
+             summary="Loss and metrics of the trained model on new data (Keras' evaluate)",
+             description="The body is JSON `{x, y}` or `{dataset_id}`, or an NPZ file "
+                         "(`numpy.savez`) holding arrays `x` and `y` with `content-type: "
+                         f"{evaluate.NPZ_TYPE}`. The loss and the job's metrics are computed "
+                         "exactly as training computes its validation metrics; `samples` "
+                         "is N.")
+async def evaluate_job(job_id: str, request: Request, tenant: TenantDep,
+                       cache: CacheDep) -> Response:
+    raw = await request.body()
+    return json_response(await run_in_threadpool(
+        evaluate.evaluate_job, job_id=job_id, tenant=tenant, cache=cache, raw=raw,
+        content_type=request.headers.get("content-type", "")))

@@ -250,10 +250,7 @@ def job_history(session: Session, *, job: Job) -> list[dict[str, Any]]:
 def job_out(job: Job | Row[Any], settings: Settings) -> JobOut:
     """A job's public view, from its ORM object or a row of its columns (SQLAlchemy's or
     psycopg's named tuple)."""
-    url = None
-    if job.mlflow_run_id and job.mlflow_experiment_id:
-        url = (f"{settings.mlflow_public_url}/#/experiments/{job.mlflow_experiment_id}"
-               f"/runs/{job.mlflow_run_id}")
+    url = mlflow_url(job, settings)
     error = JobError(type=job.error_type, message=job.error_message or "") \
         if job.error_type else None
     return JobOut(id=job.id, name=job.name, status=JobStatus(job.status).value,
@@ -262,3 +259,11 @@ def job_out(job: Job | Row[Any], settings: Settings) -> JobOut:
                   mlflow_run_id=job.mlflow_run_id,
                   mlflow_url=url, created_at=job.created_at, started_at=job.started_at,
                   finished_at=job.finished_at, summary=Summary.model_validate(job.summary))
+
+
+def mlflow_url(job: Job | Row[Any], settings: Settings) -> str | None:
+    """Where the MLflow UI shows the job's run."""
+    if not (job.mlflow_run_id and job.mlflow_experiment_id):
+        return None
+    return (f"{settings.mlflow_public_url}/#/experiments/{job.mlflow_experiment_id}"
+            f"/runs/{job.mlflow_run_id}")

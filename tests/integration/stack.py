@@ -181,5 +181,7 @@ def base_env(workdir: Path, mlflow_url: str) -> dict[str, str]:
                # Tests (the schema fuzzer above all) must reach every route's logic, not the
                # rate limiter's 429; test_security sets its own limits to test them.
                TAAS_RATE_LIMIT="100000", TAAS_RATE_BURST="100000",
+               # Webhook receivers in tests listen on loopback; retries come quickly.
+               TAAS_WEBHOOK_ALLOW_PRIVATE="1", TAAS_WEBHOOK_BACKOFF="0.2",
                PYTHONUNBUFFERED="1")
     return env
