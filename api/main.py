@@ -11,9 +11,9 @@ import torch
 from fastapi import FastAPI
 
 from api.aio_db import AsyncReader
-from api.auth import RateLimiter
+from api.auth import RateLimits
 from api.cache import LRUCache
-from api.deps import authenticate, remembered
+from api.deps import authenticate, remembered, within_rate
 from api.errors import install_error_handlers
 from api.fast_predict import PredictFastPath
 from api.middleware import RequestGuard
@@ -48,13 +48,14 @@ def create_app() -> FastAPI:
     app = FastAPI(title="taas", version="1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.model_cache = ModelCache(settings.predict_cache_size)
     app.state.finished_jobs = LRUCache[FinishedJob](settings.finished_cache_size)
-    limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+    limits = RateLimits.from_settings(settings)
     # Added first, so it runs inside the guard (after authentication and the body checks).
     app.add_middleware(PredictFastPath, cache=app.state.model_cache)
     app.add_middleware(RequestGuard, max_bytes=settings.max_request_bytes,
                        max_upload_bytes=settings.max_dataset_bytes,
-                       authenticate=partial(authenticate, settings=settings, limiter=limiter),
-                       remembered=partial(remembered, settings=settings, limiter=limiter))
+                       authenticate=partial(authenticate, settings=settings),
+                       remembered=partial(remembered, settings=settings),
+                       within_rate=partial(within_rate, limits=limits))
     install_error_handlers(app)
     for router in (jobs.router, datasets.router, specs.router, health.router):
         app.include_router(router)

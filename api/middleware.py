@@ -46,12 +46,14 @@ def _media_types(path: str) -> tuple[tuple[str, ...], str]:
 class RequestGuard:
     def __init__(self, app: ASGIApp, *, max_bytes: int, max_upload_bytes: int,
                  authenticate: Callable[[str | None], str],
-                 remembered: Callable[[str | None], str | None] = lambda _: None) -> None:
+                 remembered: Callable[[str | None], str | None] = lambda _: None,
+                 within_rate: Callable[[str, str], None] = lambda _tenant, _path: None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_upload_bytes = max_upload_bytes
         self.authenticate = authenticate  # may query the database: run in a thread
         self.remembered = remembered  # memory only: None when `authenticate` must answer
+        self.within_rate = within_rate  # (tenant, path): raises TooManyRequests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -105,6 +107,7 @@ class RequestGuard:
             tenant = self.remembered(authorization)
             if tenant is None:
                 tenant = await anyio.to_thread.run_sync(self.authenticate, authorization)
+            self.within_rate(tenant, scope["path"])
         except ServiceError as error:
             await _refuse(send, error.status_code, error.type, error.message, error.headers)
             return False

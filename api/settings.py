@@ -52,9 +52,18 @@ class Settings(BaseSettings):
     max_activation_bytes: int = Field(2**30, ge=1, description="Largest activation memory "
                                       "per sample (the summary's estimate).")
     max_epoch_samples: int = Field(10**10, ge=1, description="Largest epochs x samples.")
-    rate_limit: float = Field(50.0, gt=0, description="Requests per second per tenant "
-                              "(token bucket, per API process).")
-    rate_burst: int = Field(200, ge=1, description="Requests a tenant may make at once.")
+    rate_limit: float = Field(50.0, gt=0, description="Control-plane requests (jobs, datasets, "
+                              "models, listings) per second per tenant (token bucket, per API "
+                              "process).")
+    rate_burst: int = Field(200, ge=1, description="Control-plane requests a tenant may make "
+                            "at once.")
+    # One API process answers up to ~6,000 small predictions a second (bench B3): this default
+    # never throttles a tenant serving a model, yet still caps a runaway client.
+    predict_rate_limit: float = Field(20_000.0, gt=0, description="Predictions (job/model "
+                                      "predict, V2 infer) per second per tenant, per API "
+                                      "process; separate from TAAS_RATE_LIMIT.")
+    predict_rate_burst: int = Field(20_000, ge=1, description="Predictions a tenant may make "
+                                    "at once.")
     job_time_limit: int = Field(24 * 3600, ge=10, description="Hard limit on one job's run, s.")
     max_dataset_bytes: int = Field(256 * 2**20, ge=1024, description="Largest upload.")
     max_request_bytes: int = Field(32 * 2**20, ge=1024)
