@@ -12,9 +12,11 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from api.models import JobStatus
+from api.services import models
 
 
 def job_status_changed(session: Session, *, job_id: str, status: JobStatus) -> None:
     """Record what a status change implies; runs in the caller's transaction."""
     # Each capability adds its one line here (events, webhooks, sweeps, model versions).
-    del session, job_id, status
+    if status == JobStatus.succeeded:
+        models.register_version(session, job_id=job_id)

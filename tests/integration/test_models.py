@@ -1,0 +1,157 @@
+"""Models by name on the real stack (Postgres + Redis, auth on, MLflow behind a proxy the test
+can cut): versions registered by succeeded jobs, aliases kept in step with MLflow's registry
+(also across an MLflow outage), tenants' names apart, predictions by name, version and alias."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import redis
+from mlflow.tracking import MlflowClient
+
+from tests.integration.jobs import HEIGHTS, spec
+from tests.integration.proxy import Proxy
+from tests.integration.stack import (
+    Stack,
+    base_env,
+    create_database,
+    database_url,
+    drop_database,
+    free_port,
+    free_redis_url,
+    migrate,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+KEYS = {"alice": "key-a", "bob": "key-b"}
+QUICK = {**HEIGHTS["training"], "epochs": 5}
+X = HEIGHTS["data"]["inline"]["x"]
+
+
+@pytest.fixture(scope="module")
+def mlflow_proxy(mlflow_server: str) -> Iterator[Proxy]:
+    host, port = mlflow_server.rsplit("//", 1)[1].split(":")
+    proxy = Proxy(host, int(port))
+    proxy.start()
+    yield proxy
+    proxy.cut()
+
+
+@pytest.fixture(scope="module")
+def reg(mlflow_proxy: Proxy, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    try:
+        name = create_database("taas_test")
+        broker = free_redis_url()
+    except (psycopg.OperationalError, redis.exceptions.ConnectionError) as error:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"Postgres/Redis unreachable ({error})", pytrace=False)
+        pytest.skip(f"Postgres/Redis unreachable ({error})")
+    workdir = tmp_path_factory.mktemp("models")
+    mlflow_url = f"http://127.0.0.1:{mlflow_proxy.port}"
+    env = base_env(workdir, mlflow_url) | {
+        "TAAS_API_KEYS": ",".join(f"{tenant}:{key}" for tenant, key in KEYS.items()),
+        "TAAS_DATABASE_URL": database_url(name), "TAAS_BROKER_URL": broker,
+        "TAAS_HEARTBEAT_INTERVAL": "0.5"}  # the reaper's round: alias syncs to MLflow
+    built = Stack(kind="postgres-redis", api_url=f"http://127.0.0.1:{free_port()}", env=env,
+                  mlflow_url=mlflow_url, workdir=workdir)
+    try:
+        migrate(env)
+        built.start_worker()
+        built.start_api()
+        yield built
+    finally:
+        built.stop()
+        drop_database(name)
+
+
+def client(stack: Stack, tenant: str) -> httpx.Client:
+    return stack.client(headers={"Authorization": f"Bearer {KEYS[tenant]}"})
+
+
+def train(c: httpx.Client, **training: Any) -> dict[str, Any]:
+    body = spec(name="heights", training={**QUICK, **training})
+    job_id = c.post("/v1/jobs", json=body).json()["id"]
+    job = wait_until(lambda: (j := c.get(f"/v1/jobs/{job_id}").json())["status"] in
+                     ("succeeded", "failed", "cancelled") and j, 120, f"job {job_id}")
+    assert job["status"] == "succeeded", job
+    return dict(job)
+
+
+@pytest.fixture(scope="module")
+def trained(reg: Stack) -> dict[str, list[dict[str, Any]]]:
+    """alice: two versions of `heights` (different seeds); bob: one of his own `heights`."""
+    with client(reg, "alice") as alice, client(reg, "bob") as bob:
+        return {"alice": [train(alice, seed=0), train(alice, seed=1, epochs=7)],
+                "bob": [train(bob, seed=2)]}
+
+
+def test_succeeded_jobs_register_versions_per_tenant(
+        reg: Stack, trained: dict[str, list[dict[str, Any]]]) -> None:
+    with client(reg, "alice") as alice, client(reg, "bob") as bob:
+        assert alice.get("/v1/models").json() == [
+            {"name": "heights", "latest_version": 2, "aliases": {}}]
+        assert bob.get("/v1/models").json() == [
+            {"name": "heights", "latest_version": 1, "aliases": {}}]
+        model = alice.get("/v1/models/heights").json()
+        assert [(v["version"], v["job_id"]) for v in model["versions"]] == [
+            (1, trained["alice"][0]["id"]), (2, trained["alice"][1]["id"])]
+        assert model["versions"][1]["metrics"] == trained["alice"][1]["metrics"]
+        assert model["aliases"] == {} and model["mlflow_synced"] is True
+        assert bob.get("/v1/models/nope").status_code == 404
+        # bob has one version of his own heights: alice's version 2 is not his
+        response = bob.put("/v1/models/heights/aliases/champion", json={"version": 2})
+        assert response.status_code == 404, response.text
+        assert response.json()["error"]["type"] == "not_found"
+
+
+def mlflow_alias(reg: Stack, model: str, alias: str) -> str | None:
+    try:
+        found = MlflowClient(reg.mlflow_url).get_model_version_by_alias(model, alias)
+    except Exception:  # MLflow answers RESOURCE_DOES_NOT_EXIST for an unset alias
+        return None
+    return str(found.run_id)
+
+
+def test_aliases_reach_mlflow_and_survive_an_outage(
+        reg: Stack, trained: dict[str, list[dict[str, Any]]], mlflow_proxy: Proxy) -> None:
+    first, second = trained["alice"]
+    with client(reg, "alice") as alice, client(reg, "bob") as bob:
+        for bad in ("7", "latest", "v2", "-x"):
+            response = alice.put(f"/v1/models/heights/aliases/{bad}", json={"version": 1})
+            assert response.status_code == 422, (bad, response.text)
+        assert alice.put("/v1/models/heights/aliases/champion",
+                         json={"version": 3}).status_code == 404
+        model = alice.put("/v1/models/heights/aliases/champion", json={"version": 1}).json()
+        assert model["aliases"] == {"champion": 1}
+        wait_until(lambda: alice.get("/v1/models/heights").json()["mlflow_synced"], 30,
+                   "alias copied to MLflow")
+        assert mlflow_alias(reg, "alice.heights", "champion") == first["mlflow_run_id"]
+        assert bob.get("/v1/models/heights").json()["aliases"] == {}
+
+        mlflow_proxy.cut()  # MLflow down: the alias moves here at once, MLflow follows later
+        try:
+            model = alice.put("/v1/models/heights/aliases/champion",
+                              json={"version": 2}).json()
+            assert model["aliases"] == {"champion": 2} and model["mlflow_synced"] is False
+            time.sleep(2)  # several reaper rounds fail meanwhile
+            assert alice.get("/v1/models/heights").json()["mlflow_synced"] is False
+        finally:
+            mlflow_proxy.start()
+        wait_until(lambda: alice.get("/v1/models/heights").json()["mlflow_synced"], 30,
+                   "alias copied to MLflow after the outage")
+        assert mlflow_alias(reg, "alice.heights", "champion") == second["mlflow_run_id"]
+
+        assert alice.delete("/v1/models/heights/aliases/champion").status_code == 204
+        assert alice.delete("/v1/models/heights/aliases/champion").status_code == 404
+        assert alice.get("/v1/models").json()[0]["aliases"] == {}
+        wait_until(lambda: alice.get("/v1/models/heights").json()["mlflow_synced"], 30,
+                   "alias removed from MLflow")
+        assert mlflow_alias(reg, "alice.heights", "champion") is None
