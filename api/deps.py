@@ -21,6 +21,7 @@ from api.auth import (
 )
 from api.cache import LRUCache
 from api.db import get_sessionmaker
+from api.directory import ModelDirectory
 from api.errors import TooManyRequests, Unauthorized
 from api.services.jobs import FinishedJob
 from api.services.predict import ModelCache
@@ -56,6 +57,11 @@ async def get_reader(request: Request) -> AsyncReader | None:
     run, as under a bare ASGI transport): then reads go through api.db in a thread."""
     reader: AsyncReader | None = getattr(request.app.state, "reader", None)
     return reader
+
+
+async def get_model_directory(request: Request) -> ModelDirectory:
+    directory: ModelDirectory = request.app.state.model_directory
+    return directory
 
 
 async def get_model_cache(request: Request) -> ModelCache:
@@ -113,5 +119,6 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_session)]
 TenantDep = Annotated[str, Depends(get_tenant)]
 CacheDep = Annotated[ModelCache, Depends(get_model_cache)]
+DirectoryDep = Annotated[ModelDirectory, Depends(get_model_directory)]
 FinishedDep = Annotated[LRUCache[FinishedJob], Depends(get_finished_jobs)]
 ReaderDep = Annotated[AsyncReader | None, Depends(get_reader)]

@@ -14,6 +14,7 @@ from api.aio_db import AsyncReader
 from api.auth import RateLimits
 from api.cache import LRUCache
 from api.deps import authenticate, remembered, within_rate
+from api.directory import ModelDirectory
 from api.errors import install_error_handlers
 from api.fast_predict import PredictFastPath
 from api.middleware import RequestGuard
@@ -30,12 +31,15 @@ model on a worker, tracks it in MLflow and serves predictions. Errors always loo
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The event loop's Postgres reader lives as long as the server (none on SQLite)."""
+    """The event loop's Postgres reader lives as long as the server (none on SQLite), and so
+    does the model directory's polling thread."""
     reader = AsyncReader.create(get_settings().resolved_database_url)
     app.state.reader = reader
+    app.state.model_directory.start()
     try:
         yield
     finally:
+        app.state.model_directory.stop()
         if reader is not None:
             await reader.close()
 
@@ -48,9 +52,11 @@ def create_app() -> FastAPI:
     app = FastAPI(title="taas", version="1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.model_cache = ModelCache(settings.predict_cache_size)
     app.state.finished_jobs = LRUCache[FinishedJob](settings.finished_cache_size)
+    app.state.model_directory = ModelDirectory(settings.model_poll_seconds)
     limits = RateLimits.from_settings(settings)
     # Added first, so it runs inside the guard (after authentication and the body checks).
-    app.add_middleware(PredictFastPath, cache=app.state.model_cache)
+    app.add_middleware(PredictFastPath, cache=app.state.model_cache,
+                       directory=app.state.model_directory)
     app.add_middleware(RequestGuard, max_bytes=settings.max_request_bytes,
                        max_upload_bytes=settings.max_dataset_bytes,
                        authenticate=partial(authenticate, settings=settings),

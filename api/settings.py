@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(
         5.0, ge=0, description="Seconds the API reuses what the database said about stored "
         "keys (so most requests make no auth query); a revoked key stops working within it.")
+    model_poll_seconds: float = Field(0.25, gt=0, description="How often each API process "
+                                      "checks the model registry for new versions and moved "
+                                      "aliases (they take effect within this time).")
     predict_cache_size: int = Field(32, ge=1, description="Trained models kept in memory.")
     finished_cache_size: int = Field(4096, ge=1, description="Answers of finished jobs kept in "
                                      "memory for status reads (they never change).")

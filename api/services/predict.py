@@ -131,9 +131,10 @@ def _succeeded_model(session: Session, job_id: str, tenant: str) -> LoadedModel:
     return load_model(session, job)
 
 
-def predict(loaded: LoadedModel, inputs: list[Any] | np.ndarray) -> bytes:
+def predict(loaded: LoadedModel, inputs: list[Any] | np.ndarray,
+            extra: dict[str, Any] | None = None) -> bytes:
     """The model's outputs for `inputs` ([N, *input_shape], nested lists or an array) as the
-    response's JSON bytes."""
+    response's JSON bytes, with `extra` fields (by name: the model and version that answered)."""
     model_spec = loaded.spec.model
     x = to_array(inputs, integer=model_spec.input_dtype == "int", loc=("inputs",))
     check_inputs(x, model_spec.input_shape, loc=("inputs",))
@@ -143,4 +144,6 @@ def predict(loaded: LoadedModel, inputs: list[Any] | np.ndarray) -> bytes:
     body: dict[str, Any] = {"predictions": outputs.to(torch.float32).contiguous().numpy()}
     if labels is not None:
         body["labels"] = labels.contiguous().numpy()
+    if extra:
+        body.update(extra)
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -4,7 +4,9 @@ can cut): versions registered by succeeded jobs, aliases kept in step with MLflo
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -155,3 +157,94 @@ def test_aliases_reach_mlflow_and_survive_an_outage(
         wait_until(lambda: alice.get("/v1/models/heights").json()["mlflow_synced"], 30,
                    "alias removed from MLflow")
         assert mlflow_alias(reg, "alice.heights", "champion") is None
+
+
+def test_predict_by_name_version_and_alias(
+        reg: Stack, trained: dict[str, list[dict[str, Any]]]) -> None:
+    first, second = trained["alice"]
+    body = {"inputs": X[:3]}
+    with client(reg, "alice") as alice, client(reg, "bob") as bob:
+        by_job = [alice.post(f"/v1/jobs/{job['id']}/predict", json=body).json()
+                  for job in (first, second)]
+        assert by_job[0] != by_job[1]
+        for _ in range(2):  # the first call loads the model, the second is the hot path
+            latest = alice.post("/v1/models/heights/predict", json=body)
+            assert latest.status_code == 200, latest.text
+            assert latest.json() == {**by_job[1], "model": "heights", "version": 2}
+            one = alice.post("/v1/models/heights/versions/1/predict", json=body).json()
+            assert one == {**by_job[0], "model": "heights", "version": 1}
+        assert alice.put("/v1/models/heights/aliases/staging",
+                         json={"version": 1}).status_code == 200
+        staged = alice.post("/v1/models/heights/aliases/staging/predict", json=body).json()
+        assert staged == {**by_job[0], "model": "heights", "version": 1}
+        theirs = bob.post("/v1/models/heights/predict", json=body).json()
+        assert theirs["version"] == 1 and theirs["predictions"] != by_job[0]["predictions"]
+        for path in ("/v1/models/heights/versions/2/predict",
+                     "/v1/models/heights/aliases/staging/predict",
+                     "/v1/models/nope/predict"):
+            response = bob.post(path, json=body)
+            assert response.status_code == 404, (path, response.text)
+            assert response.json()["error"]["type"] == "not_found"
+        bad = alice.post("/v1/models/heights/predict", json={"inputs": [[1, 2]]})
+        assert bad.status_code == 422, bad.text
+
+
+def test_moving_an_alias_under_load_fails_nothing_and_mixes_no_versions(
+        reg: Stack, trained: dict[str, list[dict[str, Any]]]) -> None:
+    """8 clients predict by alias through two API processes while the alias moves 1 -> 2 ->
+    1 -> 2: every answer is 200, its predictions are exactly its version's, and answers sent
+    a second after a move (and before the next) all come from the version moved to."""
+    second_api = Stack(kind=reg.kind, api_url=f"http://127.0.0.1:{free_port()}", env=reg.env,
+                       mlflow_url=reg.mlflow_url, workdir=reg.workdir / "api2")
+    second_api.start_api()
+    try:
+        _move_under_load(reg, second_api)
+    finally:
+        second_api.stop()
+
+
+def _move_under_load(reg: Stack, second_api: Stack) -> None:
+    body = {"inputs": X[:2]}
+    with client(reg, "alice") as alice:
+        expected = {v: alice.post(f"/v1/models/heights/versions/{v}/predict",
+                                  json=body).json()["predictions"] for v in (1, 2)}
+        assert alice.put("/v1/models/heights/aliases/prod", json={"version": 1}).status_code \
+            == 200
+    time.sleep(1)
+    answers: list[tuple[float, float, int, Any]] = []
+    stop = threading.Event()
+
+    def load(index: int) -> None:
+        stack = reg if index % 2 else second_api
+        with client(stack, "alice") as c:
+            while not stop.is_set():
+                sent = time.monotonic()
+                response = c.post("/v1/models/heights/aliases/prod/predict", json=body)
+                assert response.status_code == 200, response.text
+                answer = response.json()
+                answers.append((sent, time.monotonic(), answer["version"],
+                                answer["predictions"]))
+
+    moves: list[tuple[float, float, int]] = []  # (PUT sent, PUT answered, version)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(load, i) for i in range(8)]
+        with client(reg, "alice") as alice:
+            for version in (2, 1, 2):
+                time.sleep(2)
+                begin = time.monotonic()
+                response = alice.put("/v1/models/heights/aliases/prod",
+                                     json={"version": version})
+                assert response.status_code == 200, response.text
+                moves.append((begin, time.monotonic(), version))
+            time.sleep(2)
+        stop.set()
+        for future in futures:
+            future.result()  # re-raises a failed request
+    assert len(answers) > 200, len(answers)
+    for _, _, version, predictions in answers:
+        assert predictions == expected[version], version
+    bounds = [*[begin for begin, _, _ in moves[1:]], float("inf")]
+    for (_, done, version), next_move in zip(moves, bounds, strict=True):
+        settled = [v for sent, received, v, _ in answers
+                   if sent > done + 1.0 and received < next_move]
+        assert settled and set(settled) == {version}, (version, sorted(set(settled)))
