@@ -68,6 +68,10 @@ class ModelDirectory:
         what = f"alias {ref!r}" if isinstance(ref, str) else f"version {ref}"
         raise NotFound(f"model {name!r} has no {what}")
 
+    def versions(self, tenant: str, name: str) -> list[int]:
+        entry = self._entries.get((tenant, name))
+        return sorted(entry.versions) if entry is not None else []
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._poll, name="taas-directory", daemon=True)
         self._thread.start()

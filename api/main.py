@@ -19,7 +19,7 @@ from api.errors import install_error_handlers
 from api.fast_predict import PredictFastPath
 from api.middleware import RequestGuard
 from api.openapi import install_openapi
-from api.routes import datasets, health, jobs, models, specs
+from api.routes import datasets, health, jobs, models, specs, v2
 from api.services.jobs import FinishedJob
 from api.services.predict import ModelCache
 from api.settings import get_settings
@@ -64,7 +64,7 @@ def create_app() -> FastAPI:
                        within_rate=partial(within_rate, limits=limits))
     install_error_handlers(app)
     for router in (jobs.router, models.router, datasets.router, specs.router,
-                   health.router):
+                   health.router, v2.router):
         app.include_router(router)
     install_openapi(app)
     logging.getLogger("taas").setLevel(logging.INFO)

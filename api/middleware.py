@@ -35,6 +35,15 @@ JSON_TYPES = ("application/json",)
 PREDICT_TYPES = (*JSON_TYPES, NPY_TYPE)
 
 
+def _is_v2(path: str) -> bool:
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def _authenticated(path: str) -> bool:
+    """/v1 and the Open Inference Protocol's /v2, except its health probes."""
+    return path.startswith("/v1/") or (_is_v2(path) and not path.startswith("/v2/health/"))
+
+
 def _media_types(path: str) -> tuple[tuple[str, ...], str]:
     """The media types a JSON route takes, and how a 415 names them."""
     if path.endswith("/predict"):
@@ -60,7 +69,7 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if scope["path"].startswith("/v1/") and not await self._tenant(scope, headers, send):
+        if _authenticated(scope["path"]) and not await self._tenant(scope, headers, send):
             return
         if scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
             await self._guarded(scope, receive, send)
@@ -70,12 +79,14 @@ class RequestGuard:
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             await _refuse(send, 413, "payload_too_large",
-                          f"the request body is larger than {limit} bytes")
+                          f"the request body is larger than {limit} bytes",
+                          v2=_is_v2(scope["path"]))
             return
         media = media_type(headers.get("content-type", ""))
         has_body = length not in (None, "0") or "chunked" in headers.get("transfer-encoding", "")
         accepted, also = _media_types(scope["path"])
-        if has_body and not upload and media not in accepted:
+        # V2 infer reads its own media types (JSON, or JSON plus binary tensors).
+        if has_body and not upload and media not in accepted and not _is_v2(scope["path"]):
             await _refuse(send, 415, "unsupported_media_type",
                           f"this API takes JSON bodies (content-type: application/json){also}, "
                           f"not {media or 'an untyped body'}")
@@ -97,7 +108,8 @@ class RequestGuard:
                 raise
             log.exception("unhandled error", exc_info=error)
             await _refuse(send, 500, "internal_error",
-                          f"internal error ({type(error).__name__}); see the API log")
+                          f"internal error ({type(error).__name__}); see the API log",
+                          v2=_is_v2(scope["path"]))
 
     async def _tenant(self, scope: Scope, headers: dict[str, str], send: Send) -> bool:
         """Who is calling, known before any body is read (so a bad key is 401 whatever the
@@ -109,11 +121,13 @@ class RequestGuard:
                 tenant = await anyio.to_thread.run_sync(self.authenticate, authorization)
             self.within_rate(tenant, scope["path"])
         except ServiceError as error:
-            await _refuse(send, error.status_code, error.type, error.message, error.headers)
+            await _refuse(send, error.status_code, error.type, error.message, error.headers,
+                          v2=_is_v2(scope["path"]))
             return False
         except SQLAlchemyError:
             await _refuse(send, 503, "database_unavailable",
-                          "the database is unreachable; retry shortly", {"Retry-After": "2"})
+                          "the database is unreachable; retry shortly", {"Retry-After": "2"},
+                          v2=_is_v2(scope["path"]))
             return False
         scope.setdefault("state", {})["tenant"] = tenant
         return True
@@ -134,8 +148,9 @@ class RequestGuard:
 
 
 async def _refuse(send: Send, status: int, kind: str, message: str,
-                  headers: dict[str, str] | None = None) -> None:
-    body = json.dumps({"error": {"type": kind, "message": message}}).encode()
+                  headers: dict[str, str] | None = None, *, v2: bool = False) -> None:
+    error: Any = message if v2 else {"type": kind, "message": message}
+    body = json.dumps({"error": error}).encode()
     extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),

@@ -135,15 +135,23 @@ def predict(loaded: LoadedModel, inputs: list[Any] | np.ndarray,
             extra: dict[str, Any] | None = None) -> bytes:
     """The model's outputs for `inputs` ([N, *input_shape], nested lists or an array) as the
     response's JSON bytes, with `extra` fields (by name: the model and version that answered)."""
-    model_spec = loaded.spec.model
-    x = to_array(inputs, integer=model_spec.input_dtype == "int", loc=("inputs",))
-    check_inputs(x, model_spec.input_shape, loc=("inputs",))
-    outputs, labels = forward(loaded.model, torch.from_numpy(x), loaded.spec.training.loss)
+    outputs, labels = run(loaded, inputs)
     # orjson writes the arrays without a Python object per number, each float32 in its
     # shortest form that reads back to the same value (half the bytes of float64 digits).
-    body: dict[str, Any] = {"predictions": outputs.to(torch.float32).contiguous().numpy()}
+    body: dict[str, Any] = {"predictions": outputs}
     if labels is not None:
-        body["labels"] = labels.contiguous().numpy()
+        body["labels"] = labels
     if extra:
         body.update(extra)
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def run(loaded: LoadedModel, inputs: list[Any] | np.ndarray, *,
+        loc: tuple[str | int, ...] = ("inputs",)) -> tuple[np.ndarray, np.ndarray | None]:
+    """Checked inputs -> (float32 outputs, int64 labels or None), as contiguous arrays."""
+    model_spec = loaded.spec.model
+    x = to_array(inputs, integer=model_spec.input_dtype == "int", loc=loc)
+    check_inputs(x, model_spec.input_shape, loc=loc)
+    outputs, labels = forward(loaded.model, torch.from_numpy(x), loaded.spec.training.loss)
+    return (outputs.to(torch.float32).contiguous().numpy(),
+            None if labels is None else labels.contiguous().numpy())

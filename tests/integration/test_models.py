@@ -248,3 +248,104 @@ def _move_under_load(reg: Stack, second_api: Stack) -> None:
         settled = [v for sent, received, v, _ in answers
                    if sent > done + 1.0 and received < next_move]
         assert settled and set(settled) == {version}, (version, sorted(set(settled)))
+
+
+# --- the Open Inference Protocol, with Triton's own client ----------------------------------
+
+DIGITS_CNN = {
+    "name": "digits",
+    "model": {"input_shape": [1, 8, 8], "layers": [
+        {"type": "conv2d", "filters": 8, "kernel_size": 3, "padding": "same",
+         "activation": "relu"},
+        {"type": "maxpool2d", "pool_size": 2},
+        {"type": "flatten"},
+        {"type": "dense", "units": 10, "activation": "softmax"}]},
+    "training": {"optimizer": {"type": "adam", "lr": 0.01}, "loss": "cross_entropy",
+                 "epochs": 2, "batch_size": 64, "standardize": True, "seed": 0},
+    "data": {"builtin": "digits"},
+}
+
+
+def triton(reg: Stack) -> Any:
+    import tritonclient.http as httpclient
+
+    return httpclient.InferenceServerClient(reg.api_url.split("//", 1)[1])
+
+
+def test_triton_client_health_metadata_and_infer_json_and_binary(
+        reg: Stack, trained: dict[str, list[dict[str, Any]]]) -> None:
+    import numpy as np
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    def alice_key() -> dict[str, str]:  # a new dict per call: the client adds headers to it
+        return {"Authorization": f"Bearer {KEYS['alice']}"}
+
+    with client(reg, "alice") as alice:
+        digits_job = alice.post("/v1/jobs", json=DIGITS_CNN).json()["id"]
+        wait_until(lambda: alice.get(f"/v1/jobs/{digits_job}").json()["status"] == "succeeded",
+                   180, "digits CNN")
+        from sklearn.datasets import load_digits
+
+        images = load_digits().images[:5].reshape(5, 1, 8, 8).astype(np.float32)
+        v1_digits = alice.post("/v1/models/digits/predict",
+                               json={"inputs": images.tolist()}).json()
+        heights = np.asarray(X[:4], dtype=np.float32)
+        v1_heights = alice.post("/v1/models/heights/versions/1/predict",
+                                json={"inputs": heights.tolist()}).json()
+    server = triton(reg)
+    assert server.is_server_live() and server.is_server_ready(headers=alice_key())
+    assert "binary_tensor_data" in server.get_server_metadata(headers=alice_key())["extensions"]
+    assert server.is_model_ready("digits", headers=alice_key())
+    assert not server.is_model_ready("digits", headers={"Authorization": "Bearer key-b"})
+    meta = server.get_model_metadata("digits", headers=alice_key())
+    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]
+    assert meta["outputs"] == [{"name": "output", "datatype": "FP32", "shape": [-1, 10]},
+                               {"name": "label", "datatype": "INT64", "shape": [-1]}]
+    assert server.get_model_metadata("heights", "1", headers=alice_key())["versions"] == \
+        ["1", "2"]
+    cases = [("digits", "", images, v1_digits), ("heights", "1", heights, v1_heights)]
+    for name, version, x, expected in cases:
+        for binary in (True, False):
+            tensor = httpclient.InferInput("input", list(x.shape), "FP32")
+            tensor.set_data_from_numpy(x, binary_data=binary)
+            wanted = [httpclient.InferRequestedOutput("output", binary_data=binary)]
+            result = server.infer(name, [tensor], model_version=version, request_id="r-7",
+                                  outputs=wanted, headers=alice_key())
+            got = result.get_output("output")
+            assert result.get_response()["id"] == "r-7"
+            assert np.array_equal(result.as_numpy("output"),
+                                  np.asarray(expected["predictions"], dtype=np.float32)), \
+                (name, binary, got)
+        everything = server.infer(name, [tensor], model_version=version, headers=alice_key())
+        if "labels" in expected:  # no outputs named: all, in binary (the client's default)
+            assert everything.as_numpy("label").tolist() == expected["labels"]
+    with pytest.raises(InferenceServerException, match="no model named"):
+        server.infer("digits", [tensor], headers={"Authorization": "Bearer key-b"})
+    server.close()
+
+
+def test_v2_json_errors_auth_and_aliases(
+        reg: Stack, trained: dict[str, list[dict[str, Any]]]) -> None:
+    body = {"id": "q", "inputs": [{"name": "input", "shape": [2, 1], "datatype": "INT64",
+                                   "data": [[X[0][0]], [X[1][0]]]}]}
+    with client(reg, "alice") as alice, reg.client() as anonymous:
+        one = alice.post("/v1/models/heights/versions/1/predict", json={"inputs": X[:2]}).json()
+        alice.put("/v1/models/heights/aliases/blue", json={"version": 1})
+        answer = alice.post("/v2/models/heights/versions/blue/infer", json=body)
+        assert answer.status_code == 200, answer.text
+        result = answer.json()
+        assert result["id"] == "q" and result["model_version"] == "1"
+        assert result["outputs"][0]["shape"] == [2, 1]
+        assert result["outputs"][0]["data"] == [row[0] for row in one["predictions"]]
+        for bad, status in (({**body, "inputs": [{**body["inputs"][0], "shape": [3, 1]}]}, 400),
+                            ({**body, "inputs": [{**body["inputs"][0], "datatype": "STR"}]},
+                             400), ({"inputs": []}, 400)):
+            response = alice.post("/v2/models/heights/infer", json=bad)
+            assert response.status_code == status, response.text
+            assert isinstance(response.json()["error"], str)
+        missing = alice.post("/v2/models/heights/versions/nope/infer", json=body)
+        assert missing.status_code == 404 and "alias 'nope'" in missing.json()["error"]
+        refused = anonymous.post("/v2/models/heights/infer", json=body)
+        assert refused.status_code == 401 and isinstance(refused.json()["error"], str)
+        assert anonymous.get("/v2/health/live").json() == {"live": True}
