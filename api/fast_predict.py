@@ -62,6 +62,7 @@ class PredictFastPath:
         except (ServiceError, SpecError, RequestValidationError):
             await self.app(scope, _replay(raw), send)  # the route answers with its own error
             return
+        predict.counted(scope["state"], loaded, extra)
         await send({"type": "http.response.start", "status": 200,
                     "headers": [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})

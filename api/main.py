@@ -17,9 +17,10 @@ from api.deps import authenticate, remembered, within_rate
 from api.directory import ModelDirectory
 from api.errors import install_error_handlers
 from api.fast_predict import PredictFastPath
+from api.metrics import HttpMetrics, Metrics
 from api.middleware import RequestGuard
 from api.openapi import install_openapi
-from api.routes import datasets, health, jobs, models, specs, v2
+from api.routes import datasets, health, jobs, metrics, models, specs, v2
 from api.services.jobs import FinishedJob
 from api.services.predict import ModelCache
 from api.settings import get_settings
@@ -62,9 +63,14 @@ def create_app() -> FastAPI:
                        authenticate=partial(authenticate, settings=settings),
                        remembered=partial(remembered, settings=settings),
                        within_rate=partial(within_rate, limits=limits))
+    # Outermost: the guard's refusals are counted too.
+    app.state.metrics = Metrics(app.state.model_cache)
+    routers = (jobs.router, models.router, datasets.router, specs.router, health.router,
+               v2.router, metrics.router)
+    app.add_middleware(HttpMetrics, metrics=app.state.metrics,
+                       routes=[route for router in routers for route in router.routes])
     install_error_handlers(app)
-    for router in (jobs.router, models.router, datasets.router, specs.router,
-                   health.router, v2.router):
+    for router in routers:
         app.include_router(router)
     install_openapi(app)
     logging.getLogger("taas").setLevel(logging.INFO)

@@ -102,5 +102,8 @@ async def _predict(request: Request, tenant: str, cache: ModelCache,
         inputs = await run_in_threadpool(parse_inputs, raw, npy=npy)
         loaded = await run_in_threadpool(
             lambda: predict.cached_model(job_id=job_id, tenant=tenant, cache=cache))
-        return json_response(await run_in_threadpool(predict.predict, loaded, inputs, extra))
-    return json_response(await answer(loaded, raw, npy=npy, extra=extra))
+        body = await run_in_threadpool(predict.predict, loaded, inputs, extra)
+    else:
+        body = await answer(loaded, raw, npy=npy, extra=extra)
+    predict.counted(request.scope["state"], loaded, extra)
+    return json_response(body)

@@ -78,6 +78,7 @@ async def infer(name: str, request: Request, tenant: TenantDep, cache: CacheDep,
     loaded, number = await _model(tenant, cache, directory, name, version)
     body, header_length = await run_in_threadpool(
         _infer, loaded, raw, request.headers.get(HEADER_LENGTH), name, number)
+    predict.counted(request.scope["state"], loaded, {"model": name, "version": number})
     headers = {} if header_length is None else {HEADER_LENGTH: str(header_length)}
     media = "application/json" if header_length is None else "application/octet-stream"
     return Response(body, media_type=media, headers=headers)

@@ -62,6 +62,7 @@ class LoadedModel:
     spec: JobSpec
     tenant: str
     cost: ForwardCost
+    name: str = ""  # the job's name (the model's, once registered)
 
     def is_quick(self, rows: int) -> bool:
         return self.cost.seconds(rows) <= INLINE_SECONDS
@@ -86,7 +87,7 @@ def load_model(session: Session, job: Job) -> LoadedModel:
         raise TamperedArtifact(f"the stored weights of job {job.id} are not a weights-only "
                                f"state_dict that fits its model ({type(error).__name__}); "
                                "refusing to load them") from None
-    return LoadedModel(model, spec, job.tenant, forward_cost(model, spec))
+    return LoadedModel(model, spec, job.tenant, forward_cost(model, spec), job.name)
 
 
 def forward_cost(model: SpecModel, spec: JobSpec) -> ForwardCost:
@@ -155,3 +156,10 @@ def run(loaded: LoadedModel, inputs: list[Any] | np.ndarray, *,
     outputs, labels = forward(loaded.model, torch.from_numpy(x), loaded.spec.training.loss)
     return (outputs.to(torch.float32).contiguous().numpy(),
             None if labels is None else labels.contiguous().numpy())
+
+
+def counted(state: Any, loaded: LoadedModel, extra: dict[str, Any] | None) -> None:
+    """Name the answered prediction in the request state for api.metrics: (model, version),
+    version empty when asked by job id."""
+    state["prediction"] = (str(extra["model"]), str(extra["version"])) if extra \
+        else (loaded.name, "")
