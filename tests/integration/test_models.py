@@ -349,3 +349,71 @@ def test_v2_json_errors_auth_and_aliases(
         refused = anonymous.post("/v2/models/heights/infer", json=body)
         assert refused.status_code == 401 and isinstance(refused.json()["error"], str)
         assert anonymous.get("/v2/health/live").json() == {"live": True}
+
+
+# --- Prometheus metrics -----------------------------------------------------------------------
+
+
+def scrape(reg: Stack) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with reg.client() as anonymous:
+        response = anonymous.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples}
+
+
+def test_metrics_count_a_known_sequence_exactly(
+        reg: Stack, trained: dict[str, list[dict[str, Any]]]) -> None:
+    def requests(route: str, method: str, status: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+        return ("taas_http_requests_total",
+                (("method", method), ("route", route), ("status", status)))
+
+    def predictions(model: str, version: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+        return ("taas_predictions_total", (("model", model), ("version", version)))
+
+    body = {"inputs": X[:2]}
+    first_job = trained["alice"][0]["id"]
+    with client(reg, "alice") as alice:
+        alice.post("/v1/models/heights/versions/1/predict", json=body)  # loaded if need be
+        before = scrape(reg)
+        for _ in range(3):
+            assert alice.post("/v1/models/heights/versions/1/predict",
+                              json=body).status_code == 200
+        for _ in range(2):
+            assert alice.post(f"/v1/jobs/{first_job}/predict", json=body).status_code == 200
+        assert alice.post("/v2/models/heights/versions/1/infer", json={"inputs": [
+            {"name": "input", "shape": [1, 1], "datatype": "FP32", "data": [80]}]}
+        ).status_code == 200
+        assert alice.get("/v1/models/nope").status_code == 404
+        jobs = [job for tenant in KEYS for job in
+                client(reg, tenant).get("/v1/jobs", params={"limit": 500}).json()["jobs"]]
+    with reg.client() as anonymous:
+        assert anonymous.get("/v1/models").status_code == 401
+    after = scrape(reg)
+
+    def delta(key: tuple[str, tuple[tuple[str, str], ...]]) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta(requests("/v1/models/{name}/versions/{version}/predict", "POST", "200")) == 3
+    assert delta(requests("/v1/jobs/{job_id}/predict", "POST", "200")) == 2
+    assert delta(requests("/v2/models/{name}/versions/{version}/infer", "POST", "200")) == 1
+    assert delta(requests("/v1/models/{name}", "GET", "404")) == 1
+    assert delta(requests("/v1/models", "GET", "401")) == 1
+    assert delta(("taas_http_request_duration_seconds_count", (
+        ("method", "POST"), ("route", "/v1/models/{name}/versions/{version}/predict")))) == 3
+    assert delta(predictions("heights", "1")) == 4  # 3 by version, 1 over V2
+    assert delta(predictions("heights", "")) == 2   # by job id
+    assert delta(("taas_model_cache_hits_total", ())) == 6
+    assert delta(("taas_model_cache_loads_total", ())) == 0
+    for status in ("succeeded", "failed", "queued", "running", "cancelled"):
+        expected = sum(job["status"] == status for job in jobs)
+        assert after[("taas_jobs", (("status", status),))] == expected, status
+    assert after[("taas_queue_depth", (("queue", "cpu"),))] == 0
+    assert after[("taas_job_duration_seconds_count", (("status", "succeeded"),))] == \
+        sum(job["status"] == "succeeded" for job in jobs)
+    assert after[("taas_job_epochs_total", (("status", "succeeded"),))] == sum(
+        job["progress"]["epoch"] for job in jobs if job["status"] == "succeeded")
