@@ -10,7 +10,7 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics (text format)",
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+            include_in_schema=False)  # for Prometheus, not for API clients
 async def metrics(request: Request) -> Response:
     registry = request.app.state.metrics.registry  # the jobs' part reads the database
     return Response(await run_in_threadpool(generate_latest, registry),

@@ -18,7 +18,9 @@ from api.directory import ModelDirectory, Ref
 from api.services import inference, models, predict
 from api.services.predict import LoadedModel, ModelCache
 
-router = APIRouter(prefix="/v2", tags=["open inference protocol"])
+# Not in /docs: the protocol has its own specification (KServe's open_inference_rest.yaml),
+# whose error shape ({"error": "..."}) is not this API's.
+router = APIRouter(prefix="/v2", tags=["open inference protocol"], include_in_schema=False)
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
