@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from api.aio_db import AsyncReader
 from api.auth import (
-    RateLimiter,
+    RateLimits,
     auth_enabled,
     bearer_token,
     remembered_tenant,
@@ -21,6 +21,7 @@ from api.auth import (
 )
 from api.cache import LRUCache
 from api.db import get_sessionmaker
+from api.directory import ModelDirectory
 from api.errors import TooManyRequests, Unauthorized
 from api.services.jobs import FinishedJob
 from api.services.predict import ModelCache
@@ -58,14 +59,18 @@ async def get_reader(request: Request) -> AsyncReader | None:
     return reader
 
 
+async def get_model_directory(request: Request) -> ModelDirectory:
+    directory: ModelDirectory = request.app.state.model_directory
+    return directory
+
+
 async def get_model_cache(request: Request) -> ModelCache:
     cache: ModelCache = request.app.state.model_cache
     return cache
 
 
-def authenticate(authorization: str | None, *, settings: Settings,
-                 limiter: RateLimiter) -> str:
-    """The tenant owning the API key ("" when no keys exist: auth off), within its rate.
+def authenticate(authorization: str | None, *, settings: Settings) -> str:
+    """The tenant owning the API key ("" when no keys exist: auth off).
 
     Called by the request guard (api.middleware) before any body is read, in a thread, when
     `remembered_tenant` could not answer from memory."""
@@ -80,22 +85,22 @@ def authenticate(authorization: str | None, *, settings: Settings,
             if found is None:
                 raise Unauthorized("unknown API key", headers={"WWW-Authenticate": "Bearer"})
             tenant = found
-    return within_rate(tenant, settings=settings, limiter=limiter)
+    return tenant
 
 
-def remembered(authorization: str | None, *, settings: Settings,
-               limiter: RateLimiter) -> str | None:
+def remembered(authorization: str | None, *, settings: Settings) -> str | None:
     """`authenticate` from memory only, on the event loop; None when the database must say."""
-    tenant = remembered_tenant(settings, authorization)
-    return None if tenant is None else within_rate(tenant, settings=settings, limiter=limiter)
+    return remembered_tenant(settings, authorization)
 
 
-def within_rate(tenant: str, *, settings: Settings, limiter: RateLimiter) -> str:
+def within_rate(tenant: str, path: str, *, limits: RateLimits) -> None:
+    """429 when the tenant is over its budget for this kind of request (serving or control)."""
+    limiter = limits.for_path(path)
     wait = limiter.take(tenant)
     if wait:
-        raise TooManyRequests(f"more than {settings.rate_limit:g} requests per second; retry "
-                              f"in {wait:.2f}s", headers={"Retry-After": str(math.ceil(wait))})
-    return tenant
+        kind = "predictions" if limiter is limits.serving else "requests"
+        raise TooManyRequests(f"more than {limiter.rate:g} {kind} per second; retry in "
+                              f"{wait:.2f}s", headers={"Retry-After": str(math.ceil(wait))})
 
 
 _bearer = HTTPBearer(auto_error=False, description="An API key, when the service has keys.")
@@ -114,5 +119,6 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_session)]
 TenantDep = Annotated[str, Depends(get_tenant)]
 CacheDep = Annotated[ModelCache, Depends(get_model_cache)]
+DirectoryDep = Annotated[ModelDirectory, Depends(get_model_directory)]
 FinishedDep = Annotated[LRUCache[FinishedJob], Depends(get_finished_jobs)]
 ReaderDep = Annotated[AsyncReader | None, Depends(get_reader)]

@@ -79,8 +79,21 @@ def error_body(type_: str, message: str, loc: Sequence[str | int] | None = None,
     return {"error": error | extra}
 
 
-def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None,
+          request: Request | None = None) -> JSONResponse:
+    if request is not None and is_v2(request.url.path):
+        status, body = v2_error(status, body["error"]["message"])
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def is_v2(path: str) -> bool:
+    """The Open Inference Protocol's routes, whose errors are `{"error": "<message>"}`."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def v2_error(status: int, message: str) -> tuple[int, dict[str, Any]]:
+    """The protocol's error: a request it cannot carry out is 400 (ours say 422)."""
+    return (400 if status == 422 else status), {"error": message}
 
 
 def clean_loc(loc: Sequence[str | int], body: Any) -> list[str | int]:
@@ -135,12 +148,13 @@ def _validation_message(error: dict[str, Any], loc: list[str | int]) -> str:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
-    async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return _json(exc.status_code, error_body(exc.type, exc.message, exc.loc), exc.headers)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return _json(exc.status_code, error_body(exc.type, exc.message, exc.loc), exc.headers,
+                     request)
 
     @app.exception_handler(SpecError)
-    async def spec_error(_: Request, exc: SpecError) -> JSONResponse:
-        return _json(422, error_body("invalid_spec", exc.message, exc.loc))
+    async def spec_error(request: Request, exc: SpecError) -> JSONResponse:
+        return _json(422, error_body("invalid_spec", exc.message, exc.loc), request=request)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -157,7 +171,7 @@ def install_error_handlers(app: FastAPI) -> None:
         first = errors[0]
         extra = {k: first[k] for k in ("line", "column") if k in first}
         return _json(422, error_body("validation_error", first["message"], first["loc"],
-                                     errors=errors, **extra))
+                                     errors=errors, **extra), request=request)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -169,7 +183,8 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"{message}: {request.method} {request.url.path} is not an operation " \
                       "of this API; every operation is listed at /docs"
         return _json(exc.status_code, error_body(kinds.get(exc.status_code, "http_error"),
-                                                 message), getattr(exc, "headers", None))
+                                                 message), getattr(exc, "headers", None),
+                     request)
 
     @app.exception_handler(OperationalError)
     async def database_down(request: Request, exc: OperationalError) -> JSONResponse:
@@ -177,7 +192,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return await service_error(request, DatabaseUnavailable())
 
     @app.exception_handler(Exception)
-    async def bug(_: Request, exc: Exception) -> JSONResponse:
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
         return _json(500, error_body("internal_error",
-                                     f"internal error ({type(exc).__name__}); see the API log"))
+                                     f"internal error ({type(exc).__name__}); see the API log"),
+                     request=request)

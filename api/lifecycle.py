@@ -13,11 +13,13 @@ from sqlalchemy.orm import Session
 
 from api import events
 from api.models import JobStatus
-from api.services import webhooks
+from api.services import models, webhooks
 
 
 def job_status_changed(session: Session, *, job_id: str, status: JobStatus) -> None:
     """Record what a status change implies; runs in the caller's transaction."""
     # Each capability adds its one line here (events, webhooks, sweeps, model versions).
+    if status == JobStatus.succeeded:  # first, so what announces the success can name it
+        models.register_version(session, job_id=job_id)
     events.status_changed(session, job_id=job_id, status=status)
     webhooks.job_status_changed(session, job_id=job_id, status=status)

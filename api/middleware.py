@@ -37,6 +37,13 @@ PREDICT_TYPES = (*JSON_TYPES, NPY_TYPE)
 
 # Evaluate also takes the data as an NPZ file holding arrays x and y (numpy.savez).
 EVALUATE_TYPES = (*JSON_TYPES, "application/x-npz")
+def _is_v2(path: str) -> bool:
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def _authenticated(path: str) -> bool:
+    """/v1 and the Open Inference Protocol's /v2, except its health probes."""
+    return path.startswith("/v1/") or (_is_v2(path) and not path.startswith("/v2/health/"))
 
 
 def _media_types(path: str) -> tuple[tuple[str, ...], str]:
@@ -52,19 +59,21 @@ def _media_types(path: str) -> tuple[tuple[str, ...], str]:
 class RequestGuard:
     def __init__(self, app: ASGIApp, *, max_bytes: int, max_upload_bytes: int,
                  authenticate: Callable[[str | None], str],
-                 remembered: Callable[[str | None], str | None] = lambda _: None) -> None:
+                 remembered: Callable[[str | None], str | None] = lambda _: None,
+                 within_rate: Callable[[str, str], None] = lambda _tenant, _path: None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_upload_bytes = max_upload_bytes
         self.authenticate = authenticate  # may query the database: run in a thread
         self.remembered = remembered  # memory only: None when `authenticate` must answer
+        self.within_rate = within_rate  # (tenant, path): raises TooManyRequests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if scope["path"].startswith("/v1/") and not await self._tenant(scope, headers, send):
+        if _authenticated(scope["path"]) and not await self._tenant(scope, headers, send):
             return
         if scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
             await self._guarded(scope, receive, send)
@@ -74,12 +83,14 @@ class RequestGuard:
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             await _refuse(send, 413, "payload_too_large",
-                          f"the request body is larger than {limit} bytes")
+                          f"the request body is larger than {limit} bytes",
+                          v2=_is_v2(scope["path"]))
             return
         media = media_type(headers.get("content-type", ""))
         has_body = length not in (None, "0") or "chunked" in headers.get("transfer-encoding", "")
         accepted, also = _media_types(scope["path"])
-        if has_body and not upload and media not in accepted:
+        # V2 infer reads its own media types (JSON, or JSON plus binary tensors).
+        if has_body and not upload and media not in accepted and not _is_v2(scope["path"]):
             await _refuse(send, 415, "unsupported_media_type",
                           f"this API takes JSON bodies (content-type: application/json){also}, "
                           f"not {media or 'an untyped body'}")
@@ -101,7 +112,8 @@ class RequestGuard:
                 raise
             log.exception("unhandled error", exc_info=error)
             await _refuse(send, 500, "internal_error",
-                          f"internal error ({type(error).__name__}); see the API log")
+                          f"internal error ({type(error).__name__}); see the API log",
+                          v2=_is_v2(scope["path"]))
 
     async def _tenant(self, scope: Scope, headers: dict[str, str], send: Send) -> bool:
         """Who is calling, known before any body is read (so a bad key is 401 whatever the
@@ -111,12 +123,15 @@ class RequestGuard:
             tenant = self.remembered(authorization)
             if tenant is None:
                 tenant = await anyio.to_thread.run_sync(self.authenticate, authorization)
+            self.within_rate(tenant, scope["path"])
         except ServiceError as error:
-            await _refuse(send, error.status_code, error.type, error.message, error.headers)
+            await _refuse(send, error.status_code, error.type, error.message, error.headers,
+                          v2=_is_v2(scope["path"]))
             return False
         except SQLAlchemyError:
             await _refuse(send, 503, "database_unavailable",
-                          "the database is unreachable; retry shortly", {"Retry-After": "2"})
+                          "the database is unreachable; retry shortly", {"Retry-After": "2"},
+                          v2=_is_v2(scope["path"]))
             return False
         scope.setdefault("state", {})["tenant"] = tenant
         return True
@@ -137,8 +152,9 @@ class RequestGuard:
 
 
 async def _refuse(send: Send, status: int, kind: str, message: str,
-                  headers: dict[str, str] | None = None) -> None:
-    body = json.dumps({"error": {"type": kind, "message": message}}).encode()
+                  headers: dict[str, str] | None = None, *, v2: bool = False) -> None:
+    error: Any = message if v2 else {"type": kind, "message": message}
+    body = json.dumps({"error": error}).encode()
     extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),

@@ -214,3 +214,46 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None]
+def mlflow_model_name(tenant: str, name: str) -> str:
+    """The MLflow registered model of a tenant's model: MLflow's names are global, ours are
+    per tenant, so with auth on the tenant prefixes it (`alice.heights`); off, it is the name."""
+    return f"{tenant}.{name}" if tenant else name
+
+
+class ModelVersion(Base):
+    """One version per succeeded job, numbered per (tenant, name) from 1, in order of success."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("tenant", "name", "version",
+                                       name="uq_model_versions_tenant_name_version"),)
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelAlias(Base):
+    """A named pointer to a version. `version` None: deleted, kept until MLflow has been told
+    (`mlflow_pending`); the MLflow registry follows this table, never the other way round."""
+
+    __tablename__ = "model_aliases"
+
+    tenant: Mapped[str] = mapped_column(String(200), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[int | None]
+    mlflow_pending: Mapped[bool] = mapped_column(default=True, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelRegistryState(Base):
+    """One row whose generation every registry change bumps: API processes poll it (one tiny
+    query) and reload their name -> job directory only when it moved."""
+
+    __tablename__ = "model_registry_state"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    generation: Mapped[int] = mapped_column(default=0)

@@ -116,6 +116,35 @@ class EvaluateResponse(BaseModel):
         {"loss": 12.5, "mae": 2.9, "samples": 2}]})
     loss: float
     samples: int
+class ModelPredictResponse(PredictResponse):
+    model: str = Field(description="The registered model's name.", examples=["heights"])
+    version: int = Field(description="The version that answered.", examples=[2])
+
+
+class ModelSummary(BaseModel):
+    name: str
+    latest_version: int
+    aliases: dict[str, int] = Field(examples=[{"champion": 2}])
+
+
+class ModelVersionOut(BaseModel):
+    version: int
+    job_id: str
+    created_at: datetime
+    metrics: dict[str, Any] = Field(description="The job's final metrics.")
+
+
+class ModelOut(BaseModel):
+    name: str
+    versions: list[ModelVersionOut]
+    aliases: dict[str, int]
+    mlflow_synced: bool = Field(description="False while an alias change is still to be "
+                                "copied to MLflow's registry (it already applies here).")
+
+
+class AliasSet(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"version": 2}]})
+    version: int = Field(ge=1)
 
 
 class Health(BaseModel):

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(
         5.0, ge=0, description="Seconds the API reuses what the database said about stored "
         "keys (so most requests make no auth query); a revoked key stops working within it.")
+    model_poll_seconds: float = Field(0.25, gt=0, description="How often each API process "
+                                      "checks the model registry for new versions and moved "
+                                      "aliases (they take effect within this time).")
     predict_cache_size: int = Field(32, ge=1, description="Trained models kept in memory.")
     finished_cache_size: int = Field(4096, ge=1, description="Answers of finished jobs kept in "
                                      "memory for status reads (they never change).")
@@ -52,9 +55,18 @@ class Settings(BaseSettings):
     max_activation_bytes: int = Field(2**30, ge=1, description="Largest activation memory "
                                       "per sample (the summary's estimate).")
     max_epoch_samples: int = Field(10**10, ge=1, description="Largest epochs x samples.")
-    rate_limit: float = Field(50.0, gt=0, description="Requests per second per tenant "
-                              "(token bucket, per API process).")
-    rate_burst: int = Field(200, ge=1, description="Requests a tenant may make at once.")
+    rate_limit: float = Field(50.0, gt=0, description="Control-plane requests (jobs, datasets, "
+                              "models, listings) per second per tenant (token bucket, per API "
+                              "process).")
+    rate_burst: int = Field(200, ge=1, description="Control-plane requests a tenant may make "
+                            "at once.")
+    # One API process answers up to ~6,000 small predictions a second (bench B3): this default
+    # never throttles a tenant serving a model, yet still caps a runaway client.
+    predict_rate_limit: float = Field(20_000.0, gt=0, description="Predictions (job/model "
+                                      "predict, V2 infer) per second per tenant, per API "
+                                      "process; separate from TAAS_RATE_LIMIT.")
+    predict_rate_burst: int = Field(20_000, ge=1, description="Predictions a tenant may make "
+                                    "at once.")
     job_time_limit: int = Field(24 * 3600, ge=10, description="Hard limit on one job's run, s.")
     events_poll_interval: float = Field(0.5, gt=0, description="Seconds between a live event "
                                         "stream's reads of the database (per connection).")

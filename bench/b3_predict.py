@@ -1,11 +1,13 @@
 """B3: predictions of one trained MLP (784-256-128-64-10), 1 row and 64 rows, over HTTP on
 loopback: the service's POST /v1/jobs/{id}/predict (JSON body, and the same inputs as a .npy
-body), the same app's GET /healthz, MLflow's own
+body), the same by model name and by alias (/v1/models/...), the Open Inference Protocol's
+V2 infer (JSON tensors, and binary tensor data), the same app's GET /healthz, MLflow's own
 `mlflow models serve --env-manager local` of the same registered model, and the in-process
 forward pass (`dlmodels.training.predict`, what the route calls, one torch thread as the API)."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -99,6 +101,14 @@ def run(config: Config, services: Services) -> BenchResult:
                                                 NPY_TYPE)
         http[f"mlflow serve {n_rows}"] = Request.json("POST", f"{mlflow_url}/invocations",
                                                       payload)
+        models = f"{stack.api_url}/v1/models/{NAME}"
+        http[f"by name {n_rows}"] = Request.json("POST", f"{models}/predict", payload)
+        http[f"by alias {n_rows}"] = Request.json("POST", f"{models}/aliases/bench/predict",
+                                                  payload)
+        http.update(_v2_requests(f"{stack.api_url}/v2/models/{NAME}/infer", x, n_rows))
+    with stack.client() as client:
+        client.put(f"/v1/models/{NAME}/aliases/bench", json={"version": 1}).raise_for_status()
+        time.sleep(1)  # the alias reaches the API's model directory
     _check_same_predictions(result, http)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -143,6 +153,8 @@ def run(config: Config, services: Services) -> BenchResult:
                               anchor)
             result.target(f"{case}: {what} throughput / mlflow serve", mine.ratio or 0, "x",
                           ">= 2", (mine.ratio or 0) >= 2)
+    for n_rows in inputs:
+        _by_name_and_v2(result, ms, thr, n_rows)
     _micro_batching(result, model, rows.astype(np.float32), per_call * rounds,
                     thr["predict 1"]["rps"])
     base = result.add("no body", "healthz", "latency c=1", "ms", ms["healthz"]["lat"])
@@ -178,13 +190,54 @@ def _micro_batching(result: BenchResult, model: SpecModel, rows: np.ndarray, n: 
         f"the {per_request:.2f} ms each request costs at c={THREADS}; not built")
 
 
+def _v2_requests(url: str, x: np.ndarray, n_rows: int) -> dict[str, Request]:
+    """V2 infer of `x` as JSON tensors, and as binary tensor data in and out (tritonclient's
+    default)."""
+    tensor = {"name": "input", "shape": list(x.shape), "datatype": "FP32"}
+    plain = Request.json("POST", url, {"inputs": [{**tensor, "data": x.tolist()}]})
+    header = json.dumps({"inputs": [{**tensor, "parameters": {
+        "binary_data_size": x.astype(np.float32).nbytes}}],
+        "parameters": {"binary_data_output": True}}).encode()
+    binary = Request("POST", url, header + x.astype(np.float32).tobytes(),
+                     "application/octet-stream",
+                     (("Inference-Header-Content-Length", str(len(header))),))
+    return {f"v2 json {n_rows}": plain, f"v2 binary {n_rows}": binary}
+
+
+def _by_name_and_v2(result: BenchResult, ms: dict[str, dict[str, list[float]]],
+                    thr: dict[str, dict[str, list[float]]], n_rows: int) -> None:
+    """By name and by alias against by job id (target: within 5%); V2 infer against /v1
+    predict and mlflow serve."""
+    case = f"{n_rows} row{'s' if n_rows > 1 else ''}"
+    by_job = result.figure(case, f"predict {n_rows}", f"throughput c={THREADS}")
+    job_lat = result.figure(case, f"predict {n_rows}", "latency c=1")
+    for arm in (f"by name {n_rows}", f"by alias {n_rows}"):
+        what = arm.removesuffix(f" {n_rows}")
+        result.add(case, arm, "latency c=1", "ms", ms[arm]["lat"], job_lat)
+        mine = result.add(case, arm, f"throughput c={THREADS}", "req/s", thr[arm]["rps"],
+                          by_job)
+        result.target(f"{case}: {what} throughput / by job id", mine.ratio or 0, "x",
+                      ">= 0.95", (mine.ratio or 0) >= 0.95)
+    mlflow = result.figure(case, f"mlflow serve {n_rows}", f"throughput c={THREADS}")
+    for arm in (f"v2 json {n_rows}", f"v2 binary {n_rows}"):
+        result.add(case, arm, "latency c=1", "ms", ms[arm]["lat"], job_lat)
+        result.add(case, arm, f"throughput c={THREADS}", "req/s", thr[arm]["rps"], by_job)
+        result.add(case, f"{arm} vs mlflow serve", f"throughput c={THREADS}", "req/s",
+                   thr[arm]["rps"], mlflow)
+
+
 def _check_same_predictions(result: BenchResult, http: dict[str, Request]) -> None:
     with new_client() as client:
         ours = np.array(http["predict 64"].send(client).json()["predictions"])
         npy = np.array(http["predict npy 64"].send(client).json()["predictions"])
         theirs = http["mlflow serve 64"].send(client).json()["predictions"]
+        by_alias = http["by alias 64"].send(client).json()
+        v2 = http["v2 json 64"].send(client).json()["outputs"][0]
     diff = float(np.max(np.abs(ours - np.array(theirs))))
     if not np.array_equal(ours, npy):
         raise RuntimeError("predict answered differently for the same inputs as JSON and .npy")
+    if by_alias["predictions"] != ours.tolist() or \
+            not np.array_equal(np.array(v2["data"]).reshape(v2["shape"]), ours):
+        raise RuntimeError("predict by alias or V2 infer answered differently from by job id")
     result.notes.append(f"API and mlflow serve predictions agree to {diff:.1e} (max abs diff); "
                         "JSON and .npy bodies give identical predictions")

@@ -32,6 +32,7 @@ class Request:
     url: str
     body: bytes | None = None
     media_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()  # any beyond content-type
 
     @classmethod
     def json(cls, method: str, url: str, payload: Any) -> Request:
@@ -39,6 +40,7 @@ class Request:
 
     def send(self, client: Client) -> Reply:
         headers = {"content-type": self.media_type} if self.body is not None else {}
+        headers.update(self.headers)
         response = client.request(self.method, self.url, content=self.body, headers=headers)
         if response.status_code >= 400:
             raise RuntimeError(f"{self.method} {self.url} -> {response.status_code}: "

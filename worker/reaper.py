@@ -8,6 +8,7 @@ heartbeat interval. Its updates are conditional, so several reapers never act tw
   message was lost, e.g. in a Redis restart, or the broker was down);
 - a finished job whose MLflow run could not be ended (MLflow was down) is ended now;
 - a webhook delivery that is overdue and was not sent again lately is sent again.
+- alias changes not yet in MLflow's Model Registry are copied there.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from sqlalchemy import select, update
 
 from api.db import session_scope
 from api.lifecycle import job_status_changed
-from api.models import Job, JobStatus, utcnow
+from api.models import Job, JobStatus, mlflow_model_name, utcnow
 from api.queue import dispatch
+from api.services import models
 from api.settings import Settings
 from worker.webhooks import resend_due
 
@@ -109,8 +111,36 @@ def end_pending_runs(settings: Settings) -> None:
                                 .values(mlflow_end_pending=None))
 
 
+def sync_aliases(settings: Settings) -> None:
+    """Copy alias changes committed in the database to MLflow's registry (the database is the
+    source of truth; while MLflow is down they stay pending and are retried next round)."""
+    from worker.tracking import TRANSIENT, RegistryMismatch, set_registry_alias
+
+    with session_scope() as session:
+        pending = models.pending_aliases(session)
+    for tenant, name, alias, version, updated_at in pending:
+        with session_scope() as session:
+            job_id = None if version is None else models.job_of_version(
+                session, tenant=tenant, name=name, version=version)
+            run_id = session.scalar(select(Job.mlflow_run_id).where(Job.id == job_id)) \
+                if job_id is not None else None
+        try:
+            set_registry_alias(settings.mlflow_tracking_uri, model=mlflow_model_name(
+                tenant, name), alias=alias, run_id=run_id)
+        except RegistryMismatch as error:  # nothing to point at in MLflow: stop retrying
+            log.warning("alias %s of %s not copied to MLflow: %s", alias, name, error)
+        except TRANSIENT as error:
+            log.warning("MLflow unreachable; alias %s of %s stays pending: %s", alias, name,
+                        error)
+            return
+        with session_scope() as session:
+            models.alias_synced(session, tenant=tenant, name=name, alias=alias,
+                                updated_at=updated_at)
+
+
 def reap_once(settings: Settings) -> None:
-    for step in (reap_lost_workers, resend_unclaimed, end_pending_runs, resend_due):
+    for step in (reap_lost_workers, resend_unclaimed, end_pending_runs, resend_due,
+                 sync_aliases):
         try:
             step(settings)
         except Exception as error:  # the database or broker may be down; try next round

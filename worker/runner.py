@@ -19,7 +19,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.db import session_scope
-from api.models import Job
+from api.models import Job, mlflow_model_name
 from api.queue import dispatch
 from api.services.data import check_job
 from api.settings import Settings
@@ -147,7 +147,8 @@ def _train(job_id: str, attempt: int, name: str, tenant: str, spec: JobSpec, tra
             resume=_resume_state(job_id, attempt))
     model.to("cpu").eval()
     weights = weights_to_bytes(model)
-    tracker.log_model(model, x_example=x[:EXAMPLE_ROWS].copy(), registered_name=name)
+    tracker.log_model(model, x_example=x[:EXAMPLE_ROWS].copy(),
+                      registered_name=mlflow_model_name(tenant, name))
     if not store.succeed(job_id, attempt, weights=weights, sha256=sha256(weights)):
         raise LostOwnership(f"job {job_id} attempt {attempt} no longer runs")
     store.drop_checkpoint(job_id)

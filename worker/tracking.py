@@ -205,3 +205,26 @@ class Tracker:
         except TrackingUnavailable as error:
             log.warning("could not end MLflow run %s as %s: %s", run_id, status, error)
             return False
+
+
+class RegistryMismatch(Exception):
+    """MLflow's registry has no version for this run (its registration never happened)."""
+
+
+def set_registry_alias(tracking_uri: str, *, model: str, alias: str,
+                       run_id: str | None) -> None:
+    """Point MLflow's registered `model`'s `alias` at the version logged by `run_id`; with
+    run_id None, remove the alias. Raises TRANSIENT errors while MLflow is unreachable."""
+    client = MlflowClient(tracking_uri)
+    if run_id is None:
+        try:
+            client.delete_registered_model_alias(model, alias)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+        return
+    found = client.search_model_versions(f"name = '{model}' and run_id = '{run_id}'")
+    if not found:
+        raise RegistryMismatch(f"MLflow's registered model {model!r} has no version from "
+                               f"run {run_id}")
+    client.set_registered_model_alias(model, alias, found[0].version)

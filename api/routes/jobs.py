@@ -112,14 +112,20 @@ async def predict_job(job_id: str, request: Request, tenant: TenantDep,
     npy = media_type(request.headers.get("content-type", "")) == NPY_TYPE
     loaded = predict.cached(cache, job_id=job_id, tenant=tenant)
     if loaded is None:
-        return await run_in_threadpool(_predict, raw, npy, job_id, tenant, cache)
-    return json_response(await answer(loaded, raw, npy=npy))
+        return await run_in_threadpool(_predict, raw, npy, job_id, tenant, cache,
+                                       request.scope["state"])
+    body = await answer(loaded, raw, npy=npy)
+    predict.counted(request.scope["state"], loaded, None)
+    return json_response(body)
 
 
-def _predict(raw: bytes, npy: bool, job_id: str, tenant: str, cache: ModelCache) -> Response:
+def _predict(raw: bytes, npy: bool, job_id: str, tenant: str, cache: ModelCache,
+             state: Any) -> Response:
     inputs = parse_inputs(raw, npy=npy)
     loaded = predict.cached_model(job_id=job_id, tenant=tenant, cache=cache)
-    return json_response(predict.predict(loaded, inputs))
+    body = predict.predict(loaded, inputs)
+    predict.counted(state, loaded, None)
+    return json_response(body)
 
 
 @router.post("/{job_id}/evaluate", response_model=EvaluateResponse,

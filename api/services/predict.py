@@ -62,6 +62,7 @@ class LoadedModel:
     spec: JobSpec
     tenant: str
     cost: ForwardCost
+    name: str = ""  # the job's name (the model's, once registered)
 
     def is_quick(self, rows: int) -> bool:
         return self.cost.seconds(rows) <= INLINE_SECONDS
@@ -86,7 +87,7 @@ def load_model(session: Session, job: Job) -> LoadedModel:
         raise TamperedArtifact(f"the stored weights of job {job.id} are not a weights-only "
                                f"state_dict that fits its model ({type(error).__name__}); "
                                "refusing to load them") from None
-    return LoadedModel(model, spec, job.tenant, forward_cost(model, spec))
+    return LoadedModel(model, spec, job.tenant, forward_cost(model, spec), job.name)
 
 
 def forward_cost(model: SpecModel, spec: JobSpec) -> ForwardCost:
@@ -131,16 +132,34 @@ def _succeeded_model(session: Session, job_id: str, tenant: str) -> LoadedModel:
     return load_model(session, job)
 
 
-def predict(loaded: LoadedModel, inputs: list[Any] | np.ndarray) -> bytes:
+def predict(loaded: LoadedModel, inputs: list[Any] | np.ndarray,
+            extra: dict[str, Any] | None = None) -> bytes:
     """The model's outputs for `inputs` ([N, *input_shape], nested lists or an array) as the
-    response's JSON bytes."""
-    model_spec = loaded.spec.model
-    x = to_array(inputs, integer=model_spec.input_dtype == "int", loc=("inputs",))
-    check_inputs(x, model_spec.input_shape, loc=("inputs",))
-    outputs, labels = forward(loaded.model, torch.from_numpy(x), loaded.spec.training.loss)
+    response's JSON bytes, with `extra` fields (by name: the model and version that answered)."""
+    outputs, labels = run(loaded, inputs)
     # orjson writes the arrays without a Python object per number, each float32 in its
     # shortest form that reads back to the same value (half the bytes of float64 digits).
-    body: dict[str, Any] = {"predictions": outputs.to(torch.float32).contiguous().numpy()}
+    body: dict[str, Any] = {"predictions": outputs}
     if labels is not None:
-        body["labels"] = labels.contiguous().numpy()
+        body["labels"] = labels
+    if extra:
+        body.update(extra)
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def run(loaded: LoadedModel, inputs: list[Any] | np.ndarray, *,
+        loc: tuple[str | int, ...] = ("inputs",)) -> tuple[np.ndarray, np.ndarray | None]:
+    """Checked inputs -> (float32 outputs, int64 labels or None), as contiguous arrays."""
+    model_spec = loaded.spec.model
+    x = to_array(inputs, integer=model_spec.input_dtype == "int", loc=loc)
+    check_inputs(x, model_spec.input_shape, loc=loc)
+    outputs, labels = forward(loaded.model, torch.from_numpy(x), loaded.spec.training.loss)
+    return (outputs.to(torch.float32).contiguous().numpy(),
+            None if labels is None else labels.contiguous().numpy())
+
+
+def counted(state: Any, loaded: LoadedModel, extra: dict[str, Any] | None) -> None:
+    """Name the answered prediction in the request state for api.metrics: (model, version),
+    version empty when asked by job id."""
+    state["prediction"] = (str(extra["model"]), str(extra["version"])) if extra \
+        else (loaded.name, "")

@@ -50,7 +50,7 @@ pytestmark = pytest.mark.integration
 
 RACERS = [f"race{i}" for i in range(4)]
 KEYS = {"alice": "key-a", "bob": "key-b", "busy": "key-busy", "idem": "key-idem",
-        "idem2": "key-idem2", "rate": "key-rate", "limits": "key-limits",
+        "idem2": "key-idem2", "rate": "key-rate", "limits": "key-limits", "serve": "key-serve",
         **{tenant: f"key-{tenant}" for tenant in RACERS}}
 MAX_REQUEST_BYTES = 8192
 MAX_DATASET_BYTES = 4096
@@ -434,6 +434,29 @@ def test_request_rate_is_limited_per_tenant(sec: Stack) -> None:
         assert c.get("/healthz").status_code == 200
         time.sleep(retry_after)
         assert c.get("/v1/jobs").status_code == 200
+
+
+def test_predictions_are_not_throttled_by_the_control_plane_rate(sec: Stack) -> None:
+    """8 clients predicting as fast as they can, at the default prediction budget, with the
+    control plane limited to RATE/s: no 429; the control plane is still limited."""
+    with client(sec, "serve") as c:
+        job_id = c.post("/v1/jobs", json=spec(training=QUICK)).json()["id"]
+        deadline = time.monotonic() + 120
+        while c.get(f"/v1/jobs/{job_id}").json().get("status") not in FINAL:
+            assert time.monotonic() < deadline, "the job did not finish"
+            time.sleep(0.25)  # 4 polls a second: within RATE
+
+    def predict_many(_: int) -> list[int]:
+        with client(sec, "serve") as each:
+            return [each.post(f"/v1/jobs/{job_id}/predict",
+                              json={"inputs": HEIGHTS_X[:2]}).status_code for _ in range(60)]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        codes = [code for codes in pool.map(predict_many, range(8)) for code in codes]
+    assert codes.count(200) == len(codes) == 480, sorted(set(codes))
+    with client(sec, "serve") as c:
+        control = [c.get("/v1/jobs").status_code for _ in range(3 * BURST)]
+    assert 429 in control
 
 
 # --- 3. Idempotency-Key ----------------------------------------------------------------------

@@ -105,3 +105,30 @@ def test_remembered_tenant_knows_configured_keys(monkeypatch: pytest.MonkeyPatch
     assert auth.remembered_tenant(settings, "Bearer key-a") == "alice"
     assert auth.remembered_tenant(settings, "bearer key-a") == "alice"
     assert auth.remembered_tenant(settings, "Bearer key-b") is None
+
+
+def test_predictions_have_their_own_rate_budget() -> None:
+    from api.auth import RateLimits, is_serving_path
+    from api.deps import within_rate
+    from api.errors import TooManyRequests
+
+    assert is_serving_path("/v1/jobs/abc/predict")
+    assert is_serving_path("/v1/models/digits/aliases/champion/predict")
+    assert is_serving_path("/v2/models/digits/versions/2/infer")
+    assert not is_serving_path("/v1/jobs") and not is_serving_path("/v1/models/digits")
+    limits = RateLimits(control=RateLimiter(rate=0.001, burst=2),
+                        serving=RateLimiter(rate=0.001, burst=100))
+    for _ in range(2):
+        within_rate("a", "/v1/jobs", limits=limits)
+    with pytest.raises(TooManyRequests, match="requests per second"):
+        within_rate("a", "/v1/jobs/x", limits=limits)
+    for _ in range(100):  # the control plane's budget is spent; serving's is not
+        within_rate("a", "/v1/jobs/x/predict", limits=limits)
+    with pytest.raises(TooManyRequests, match="predictions per second"):
+        within_rate("a", "/v1/jobs/x/predict", limits=limits)
+
+
+def test_default_prediction_budget_is_far_above_the_control_plane() -> None:
+    settings = Settings()
+    assert settings.predict_rate_limit >= 100 * settings.rate_limit
+    assert settings.predict_rate_burst >= 100 * settings.rate_burst

@@ -1,0 +1,93 @@
+"""/v2: the Open Inference Protocol (KServe V2) REST API over the registered models.
+
+`{name}` is a registered model of the caller's tenant (auth as /v1); `{version}` a version
+number or an alias; no version: the latest. Errors are the protocol's `{"error": "..."}`
+(api.errors answers that shape under /v2). Tensors: api.services.inference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from api.db import read
+from api.deps import CacheDep, DirectoryDep, TenantDep
+from api.directory import ModelDirectory, Ref
+from api.services import inference, models, predict
+from api.services.predict import LoadedModel, ModelCache
+
+# Not in /docs: the protocol has its own specification (KServe's open_inference_rest.yaml),
+# whose error shape ({"error": "..."}) is not this API's.
+router = APIRouter(prefix="/v2", tags=["open inference protocol"], include_in_schema=False)
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+def _ref(version: str | None) -> Ref:
+    return int(version) if version is not None and version.isdigit() else version
+
+
+async def _model(tenant: str, cache: ModelCache, directory: ModelDirectory, name: str,
+                 version: str | None) -> tuple[LoadedModel, int]:
+    job_id, number = await run_in_threadpool(directory.resolve, tenant, name, _ref(version))
+    loaded = predict.cached(cache, job_id=job_id, tenant=tenant)
+    if loaded is None:
+        loaded = await run_in_threadpool(
+            lambda: predict.cached_model(job_id=job_id, tenant=tenant, cache=cache))
+    return loaded, number
+
+
+@router.get("/health/live", summary="The server is live")
+async def live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@router.get("/health/ready", summary="The server can answer (its database is reachable)")
+def ready() -> dict[str, bool]:
+    read(models.generation)
+    return {"ready": True}
+
+
+@router.get("", summary="Server metadata")
+async def server_metadata(request: Request) -> dict[str, Any]:
+    return {"name": "taas", "version": request.app.version,
+            "extensions": ["binary_tensor_data"]}
+
+
+@router.get("/models/{name}", summary="Model metadata (latest version)")
+@router.get("/models/{name}/versions/{version}", summary="Model metadata")
+async def model_metadata(name: str, tenant: TenantDep, cache: CacheDep,
+                         directory: DirectoryDep, version: str | None = None) -> dict[str, Any]:
+    loaded, _ = await _model(tenant, cache, directory, name, version)
+    return await run_in_threadpool(lambda: inference.metadata(
+        loaded, name=name, versions=directory.versions(tenant, name)))
+
+
+@router.get("/models/{name}/ready", summary="Model readiness (latest version)")
+@router.get("/models/{name}/versions/{version}/ready", summary="Model readiness")
+async def model_ready(name: str, tenant: TenantDep, cache: CacheDep, directory: DirectoryDep,
+                      version: str | None = None) -> dict[str, Any]:
+    await _model(tenant, cache, directory, name, version)  # 404 unless there and loadable
+    return {"name": name, "ready": True}
+
+
+@router.post("/models/{name}/infer", summary="Inference (latest version)")
+@router.post("/models/{name}/versions/{version}/infer", summary="Inference")
+async def infer(name: str, request: Request, tenant: TenantDep, cache: CacheDep,
+                directory: DirectoryDep, version: str | None = None) -> Response:
+    raw = await request.body()
+    loaded, number = await _model(tenant, cache, directory, name, version)
+    body, header_length = await run_in_threadpool(
+        _infer, loaded, raw, request.headers.get(HEADER_LENGTH), name, number)
+    predict.counted(request.scope["state"], loaded, {"model": name, "version": number})
+    headers = {} if header_length is None else {HEADER_LENGTH: str(header_length)}
+    media = "application/json" if header_length is None else "application/octet-stream"
+    return Response(body, media_type=media, headers=headers)
+
+
+def _infer(loaded: LoadedModel, raw: bytes, header_length: str | None, name: str,
+           version: int) -> tuple[bytes, int | None]:
+    request, x = inference.parse(raw, header_length)
+    return inference.response(request, name=name, version=version,
+                              results=inference.outputs_of(loaded, x))
