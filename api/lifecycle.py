@@ -12,9 +12,10 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from api.models import JobStatus
+from api.services import sweep_steps
 
 
 def job_status_changed(session: Session, *, job_id: str, status: JobStatus) -> None:
     """Record what a status change implies; runs in the caller's transaction."""
     # Each capability adds its one line here (events, webhooks, sweeps, model versions).
-    del session, job_id, status
+    sweep_steps.trial_status_changed(session, job_id=job_id, status=status)

@@ -18,7 +18,7 @@ from api.errors import install_error_handlers
 from api.fast_predict import PredictFastPath
 from api.middleware import RequestGuard
 from api.openapi import install_openapi
-from api.routes import datasets, health, jobs, specs
+from api.routes import datasets, health, jobs, specs, sweeps
 from api.services.jobs import FinishedJob
 from api.services.predict import ModelCache
 from api.settings import get_settings
@@ -56,7 +56,7 @@ def create_app() -> FastAPI:
                        authenticate=partial(authenticate, settings=settings, limiter=limiter),
                        remembered=partial(remembered, settings=settings, limiter=limiter))
     install_error_handlers(app)
-    for router in (jobs.router, datasets.router, specs.router, health.router):
+    for router in (jobs.router, sweeps.router, datasets.router, specs.router, health.router):
         app.include_router(router)
     install_openapi(app)
     logging.getLogger("taas").setLevel(logging.INFO)

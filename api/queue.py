@@ -14,6 +14,7 @@ from celery import Celery
 from api.settings import Settings, get_settings
 
 TRAIN_TASK = "taas.train_job"
+SWEEP_TASK = "taas.sweep_step"
 QUEUES = ("cpu", "gpu")
 
 
@@ -48,3 +49,8 @@ def get_celery() -> Celery:
 def dispatch(job_id: str, queue: str, countdown: float | None = None) -> None:
     """Send the job id (only the id: the worker re-reads the row) to the queue."""
     get_celery().send_task(TRAIN_TASK, args=[job_id], queue=queue, countdown=countdown)
+
+
+def dispatch_sweep_step(sweep_id: str) -> None:
+    """Ask a worker for a turn of the sweep's controller (duplicates are harmless)."""
+    get_celery().send_task(SWEEP_TASK, args=[sweep_id], queue="cpu")
