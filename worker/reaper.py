@@ -6,7 +6,9 @@ heartbeat interval. Its updates are conditional, so several reapers never act tw
   again) while attempts remain, else fails with `worker_lost`;
 - a queued job sent longer ago than `requeue_after` and never claimed is sent again (its
   message was lost, e.g. in a Redis restart, or the broker was down);
-- a finished job whose MLflow run could not be ended (MLflow was down) is ended now.
+- a finished job whose MLflow run could not be ended (MLflow was down) is ended now;
+- a sweep whose controller turn was requested longer ago than `requeue_after` and has not run
+  (its message was lost, or it waits for the tenant's job limit) gets the turn sent again.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from sqlalchemy import select, update
 
 from api.db import session_scope
 from api.lifecycle import job_status_changed
-from api.models import Job, JobStatus, utcnow
-from api.queue import dispatch
+from api.models import Job, JobStatus, Sweep, utcnow
+from api.queue import dispatch, dispatch_sweep_step
 from api.settings import Settings
 
 log = logging.getLogger("taas.reaper")
@@ -107,8 +109,21 @@ def end_pending_runs(settings: Settings) -> None:
                                 .values(mlflow_end_pending=None))
 
 
+def kick_sweeps(settings: Settings) -> list[str]:
+    cutoff = utcnow() - timedelta(seconds=settings.requeue_after)
+    with session_scope() as session:
+        waiting = list(session.scalars(select(Sweep.id).where(
+            Sweep.step_requested_at < cutoff)))
+        for sweep_id in waiting:  # sent again only after another requeue_after
+            session.execute(update(Sweep).where(Sweep.id == sweep_id)
+                            .values(step_requested_at=utcnow()))
+    for sweep_id in waiting:
+        dispatch_sweep_step(sweep_id)  # a duplicate is harmless: turns take the sweep's lock
+    return waiting
+
+
 def reap_once(settings: Settings) -> None:
-    for step in (reap_lost_workers, resend_unclaimed, end_pending_runs):
+    for step in (reap_lost_workers, resend_unclaimed, end_pending_runs, kick_sweeps):
         try:
             step(settings)
         except Exception as error:  # the database or broker may be down; try next round

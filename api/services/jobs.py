@@ -31,7 +31,7 @@ log = logging.getLogger("taas.jobs")
 
 
 def create_job(session: Session, *, spec: JobSpec, tenant: str, idempotency_key: str | None,
-               settings: Settings) -> Job:
+               settings: Settings, sweep_id: str | None = None, trial: int | None = None) -> Job:
     """Check the spec, store the job as queued, then send its id to the queue.
 
     If the broker cannot take the message the row is removed again and the caller gets 503:
@@ -48,7 +48,7 @@ def create_job(session: Session, *, spec: JobSpec, tenant: str, idempotency_key:
               status=JobStatus.queued, queue="gpu" if spec.training.device == "cuda" else "cpu",
               spec=spec.model_dump(mode="json", exclude_none=True), summary=summary.model_dump(),
               epochs=spec.training.epochs, idempotency_key=idempotency_key,
-              dispatched_at=utcnow())
+              dispatched_at=utcnow(), sweep_id=sweep_id, trial=trial)
     try:
         _insert_within_limit(session, job, settings.max_concurrent_jobs)
     except (IntegrityError, TooManyRequests):

@@ -43,13 +43,25 @@ def path_exists(tree: Any, path: str) -> bool:
     return True
 
 
-def with_values(tree: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """A copy of the base tree with each path set to its value (paths are known to exist)."""
+def user_tree(spec: JobSpec) -> dict[str, Any]:
+    """The base as the user wrote it (no defaults filled in): what trials' values are set in,
+    so a sampled `training.optimizer.type` does not carry the old optimizer's defaults."""
+    return spec.model_dump(mode="json", exclude_unset=True)
+
+
+def with_values(tree: dict[str, Any], values: dict[str, Any],
+                defaults: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `tree` with each path set to its value. A path that exists only in
+    `defaults` (the base_tree) gets its missing objects made, each with its `type` tag."""
     result = copy.deepcopy(tree)
     for path, value in values.items():
         *parents, last = split_path(path)
         node: Any = result
+        default: Any = defaults
         for part in parents:
+            default = default[part]
+            if isinstance(node, dict) and part not in node:
+                node[part] = {"type": default["type"]} if "type" in default else {}
             node = node[part]
         node[last] = value
     return result
@@ -78,7 +90,7 @@ def check_sweep(session: Session, *, body: SweepCreate, tenant: str, settings: S
         raise error.prefixed("base") from None
     except InvalidInput as error:
         raise InvalidInput(error.message, ["base", *(error.loc or [])]) from None
-    _check_ends(tree, body.parameters)
+    _check_ends(user_tree(body.base), tree, body.parameters)
 
 
 def _check_objective(body: SweepCreate) -> None:
@@ -98,7 +110,8 @@ def _ends(spec: Range) -> list[Any]:
     return [spec.low, spec.high]
 
 
-def _check_ends(tree: dict[str, Any], parameters: dict[str, Range]) -> None:
+def _check_ends(tree: dict[str, Any], defaults: dict[str, Any],
+                parameters: dict[str, Range]) -> None:
     """Each end of each range (each choice), the other parameters at their first end, must
     still parse as a job spec: a float range on an integer field, a choice that is no
     optimizer, are the user's mistake, not a trial to fail later. Shapes that no longer fit
@@ -107,10 +120,11 @@ def _check_ends(tree: dict[str, Any], parameters: dict[str, Range]) -> None:
     for path, spec in parameters.items():
         for value in _ends(spec):
             try:
-                JobSpec.model_validate(with_values(tree, firsts | {path: value}))
+                JobSpec.model_validate(with_values(tree, firsts | {path: value}, defaults))
             except ValidationError as error:
                 problem = error.errors()[0]
-                raise InvalidInput(f"{path} = {value!r} does not make a valid spec: "
+                where = ".".join(map(str, problem["loc"]))
+                raise InvalidInput(f"{path} = {value!r} does not make a valid spec: {where}: "
                                    f"{problem['msg']}", ["parameters", path]) from None
 
 

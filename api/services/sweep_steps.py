@@ -28,11 +28,11 @@ def trial_status_changed(session: Session, *, job_id: str, status: JobStatus) ->
         request_step(session, sweep_id)
 
 
-def request_step(session: Session, sweep_id: str) -> None:
+def request_step(session: Session, sweep_id: str, *, send_now: bool = True) -> None:
     """Mark the sweep as needing a turn (in the caller's transaction) and send the turn to a
-    worker after the transaction commits."""
-    session.execute(update(Sweep).where(Sweep.id == sweep_id,
-                                        Sweep.step_requested_at.is_(None))
+    worker after the transaction commits; without `send_now`, the reaper sends it after
+    TAAS_REQUEUE_AFTER (a turn that must wait, e.g. for the tenant's job limit)."""
+    session.execute(update(Sweep).where(Sweep.id == sweep_id)
                     .values(step_requested_at=utcnow()))
 
     def send(_: Any) -> None:
@@ -42,7 +42,8 @@ def request_step(session: Session, sweep_id: str) -> None:
             log.warning("sweep %s: controller turn not sent (%s); the reaper will", sweep_id,
                         error)
 
-    event.listen(session, "after_commit", send, once=True)
+    if send_now:
+        event.listen(session, "after_commit", send, once=True)
 
 
 def notify_sweep_finished(session: Session, sweep: Sweep) -> None:

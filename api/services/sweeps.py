@@ -31,7 +31,7 @@ def create_sweep(session: Session, *, body: SweepCreate, tenant: str,
     check_sweep(session, body=body, tenant=tenant, settings=settings)
     sweep_id = new_id()
     sweep = Sweep(id=sweep_id, tenant=tenant, name=body.name or f"sweep-{sweep_id[:8]}",
-                  status=SweepStatus.queued, spec=body.model_dump(mode="json", exclude_none=True),
+                  status=SweepStatus.queued, spec=body.model_dump(mode="json", exclude_unset=True),
                   objective=body.objective.model_dump(), max_trials=body.max_trials,
                   max_parallel=body.max_parallel, step_requested_at=utcnow())
     studies.create(sweep_id, body)
