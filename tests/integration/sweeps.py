@@ -56,3 +56,14 @@ def trials(client: httpx.Client, sweep_id: str) -> list[dict[str, Any]]:
     assert response.status_code == 200, response.text
     found: list[dict[str, Any]] = response.json()
     return found
+
+
+def wait_for_trial(client: httpx.Client, sweep_id: str, status: str,
+                   timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for trial in trials(client, sweep_id):
+            if trial["status"] == status:
+                return trial
+        time.sleep(0.1)
+    raise AssertionError(f"no trial of sweep {sweep_id} became {status} in {timeout}s")
