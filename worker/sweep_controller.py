@@ -68,6 +68,9 @@ def _tell_ended(session: Session, sweep: Sweep, study: optuna.Study) -> None:
     open_trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if not open_trials:
         return
+    # Samplers are rebuilt for every ask; telling through one only runs its after_trial hook,
+    # which for the grid sampler calls Study.stop (only allowed inside Study.optimize).
+    study.sampler = optuna.samplers.RandomSampler()
     jobs = {job.trial: job for job in session.scalars(select(Job).where(
         Job.sweep_id == sweep.id, Job.trial.in_([t.number for t in open_trials])))}
     metric = sweep.objective["metric"]
@@ -149,6 +152,7 @@ def _launch(session: Session, sweep: Sweep, body: SweepCreate, study: optuna.Stu
         trial = study.ask(distributions)
         if not _start_trial(session, sweep, trial, with_values(tree, trial.params, defaults),
                             settings):
+            study.sampler = optuna.samplers.RandomSampler()  # see _tell_ended
             study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
 
 

@@ -35,15 +35,22 @@ def request_step(session: Session, sweep_id: str, *, send_now: bool = True) -> N
     session.execute(update(Sweep).where(Sweep.id == sweep_id)
                     .values(step_requested_at=utcnow()))
 
+    if not send_now:
+        return
+    pending: set[str] = session.info.setdefault("sweep_steps", set())
+    if sweep_id in pending:  # one turn per sweep per transaction (a cancel ends many trials)
+        return
+    pending.add(sweep_id)
+
     def send(_: Any) -> None:
+        pending.discard(sweep_id)
         try:
             dispatch_sweep_step(sweep_id)
         except Exception as error:  # kombu raises many types; the reaper re-sends it later
             log.warning("sweep %s: controller turn not sent (%s); the reaper will", sweep_id,
                         error)
 
-    if send_now:
-        event.listen(session, "after_commit", send, once=True)
+    event.listen(session, "after_commit", send, once=True)
 
 
 def notify_sweep_finished(session: Session, sweep: Sweep) -> None:

@@ -103,7 +103,7 @@ def test_a_sampled_spec_that_cannot_run_is_a_failed_trial(stack: Stack) -> None:
         assert by_loss["cross_entropy"]["status"] == "failed"
         job = client.get(f"/v1/jobs/{by_loss['cross_entropy']['job_id']}").json()
         assert job["error"]["type"] == "invalid_spec", job
-        assert "metrics" in job["error"]["message"]
+        assert "cross_entropy" in job["error"]["message"]
         assert sweep["status"] == "succeeded" and sweep["trials"]["failed"] == 1
 
 
@@ -127,3 +127,51 @@ def test_cancel_leaves_every_trial_final_and_starts_none(stack: Stack) -> None:
         assert all(t["status"] in ("cancelled", "succeeded", "failed") for t in found), found
         assert client.post(f"/v1/sweeps/{sweep['id']}/cancel").status_code == 409
         assert client.get(f"/v1/sweeps/{sweep['id']}").json()["finished_at"] is not None
+
+
+KEYS = {"alice": "alice-key-0123456789", "bob": "bob-key-0123456789"}
+
+
+def test_sweeps_are_checked_whole_and_belong_to_their_tenant(
+        stack_factory: StackFactory) -> None:
+    # No worker: everything here is answered before (or without) any trial running.
+    stack = stack_factory("embedded", workers=0, env={
+        "TAAS_MAX_CONCURRENT_JOBS": "4",
+        "TAAS_API_KEYS": ",".join(f"{tenant}:{key}" for tenant, key in KEYS.items())})
+    auth = {tenant: {"Authorization": f"Bearer {key}"} for tenant, key in KEYS.items()}
+    base = heights_base()
+    bad: list[tuple[dict[str, Any], list[Any]]] = [
+        ({"parameters": {"model.layers.7.units": {"type": "int", "low": 1, "high": 4}}},
+         ["parameters", "model.layers.7.units"]),
+        ({"parameters": {"training.optimizer.nope": {"type": "float", "low": 0.1, "high": 1}}},
+         ["parameters", "training.optimizer.nope"]),
+        ({"parameters": {"training.optimizer.lr": {"type": "float", "low": 1, "high": 0.1}}},
+         ["parameters", "training.optimizer.lr"]),
+        ({"parameters": {"model.layers.0.units": {"type": "float", "low": 1.5, "high": 9.5}}},
+         ["parameters", "model.layers.0.units"]),
+        ({"parameters": {"training.optimizer.lr": {"type": "float", "low": 0.1, "high": 1}},
+          "sampler": {"type": "grid"}}, ["parameters", "training.optimizer.lr"]),
+        ({"base": {**base, "model": {**base["model"], "input_shape": [3]}}},
+         ["base", "data", "inline"]),
+        ({"objective": {"metric": "val_loss"}}, ["objective", "metric"]),
+        ({"max_parallel": 5}, ["max_parallel"]),
+        ({"max_trials": 10**6}, ["max_trials"]),
+    ]
+    with stack.client(headers=auth["alice"]) as alice, \
+            stack.client(headers=auth["bob"]) as bob:
+        for change, loc in bad:
+            response = alice.post("/v1/sweeps", json=sweep_body(**change))
+            assert response.status_code == 422, (change, response.text)
+            assert response.json()["error"]["loc"][:len(loc)] == loc, (change, response.text)
+        assert alice.get("/v1/sweeps").json()["sweeps"] == []
+
+        sweep = start(alice, sweep_body())
+        assert sweep["status"] == "queued" and sweep["best"] is None
+        for path in (f"/v1/sweeps/{sweep['id']}", f"/v1/sweeps/{sweep['id']}/trials"):
+            assert bob.get(path).status_code == 404
+            assert alice.get(path).status_code == 200
+        assert bob.post(f"/v1/sweeps/{sweep['id']}/cancel").status_code == 404
+        assert bob.get("/v1/sweeps").json()["sweeps"] == []
+        assert [s["id"] for s in alice.get("/v1/sweeps").json()["sweeps"]] == [sweep["id"]]
+        assert alice.post(f"/v1/sweeps/{sweep['id']}/cancel").json()["status"] == "cancelled"
+        assert alice.post(f"/v1/sweeps/{sweep['id']}/cancel").status_code == 409
