@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -95,6 +96,9 @@ class Pruner(_Input):
                               "gets at least.")
     reduction_factor: int = Field(3, ge=2, le=100, description="hyperband: 1/reduction_factor "
                                   "of the trials go on at each rung.")
+    every: int | None = Field(None, ge=1, le=100_000, description="Epochs between a trial's "
+                              "reports to the pruner (each costs a few database round trips); "
+                              "default: the base's epochs / 20, rounded up.")
 
 
 class SweepCreate(_Input):
@@ -109,6 +113,12 @@ class SweepCreate(_Input):
     pruner: Pruner = Pruner()
     max_trials: int = Field(ge=1)
     max_parallel: int = Field(1, ge=1)
+
+    @property
+    def report_every(self) -> int:
+        """The epochs between pruning reports: the same for every trial, so the pruner always
+        compares trials at the same epochs."""
+        return self.pruner.every or max(1, math.ceil(self.base.training.epochs / 20))
 
 
 class Best(BaseModel):

@@ -48,20 +48,23 @@ def load_trial(sweep_id: str | None, trial: int | None) -> SweepTrial | None:
 
 
 class PruneTrial(Callback):
-    """Reports the objective each epoch; raises TrialPruned when the pruner says so (never at
-    the last epoch: a trial that ran to its end is complete). Pruning is advice: when the
-    study cannot be reached, the trial goes on."""
+    """Reports the objective every `report_every` epochs; raises TrialPruned when the pruner
+    says so (never at the last epoch: a trial that ran to its end is complete). Pruning is
+    advice: when the study cannot be reached, the trial goes on."""
 
     def __init__(self, trial: SweepTrial) -> None:
         self.reporter = TrialReporter(sweep_id=trial.sweep_id, body=trial.body,
                                       trial=trial.trial)
         self.metric = trial.body.objective.metric
+        self.every = trial.body.report_every
 
     def on_epoch_end(self, state: FitState, epoch: int, logs: dict[str, float]) -> None:
+        if epoch % self.every or epoch >= state.epochs:
+            return
         try:
             prune = self.reporter.should_stop(epoch, logs)
         except (SQLAlchemyError, RuntimeError, ValueError) as error:
             log.warning("trial could not report epoch %s to its study: %s", epoch, error)
             return
-        if prune and epoch < state.epochs:
+        if prune:
             raise TrialPruned(epoch, self.metric, logs[self.metric])

@@ -147,7 +147,7 @@ def _train(job_id: str, attempt: int, name: str, tenant: str, spec: JobSpec, tra
                               heartbeat=heartbeat, interval=settings.progress_interval,
                               db_timeout=settings.heartbeat_timeout)
     checkpoints = SaveCheckpoints(progress=progress, interval=settings.checkpoint_interval)
-    pruning = [PruneTrial(trial)] if trial is not None else []
+    pruning = [PruneTrial(trial)] if trial and trial.body.pruner.type != "none" else []
     pruned: TrialPruned | None = None
     with progress:
         try:

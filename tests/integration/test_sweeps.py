@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
 import time
 from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.integration.stack import Stack
 from tests.integration.conftest import StackFactory
+from tests.integration.stack import Stack
 from tests.integration.sweeps import (
     TRIAL_FINAL,
     heights_base,
@@ -175,3 +177,37 @@ def test_sweeps_are_checked_whole_and_belong_to_their_tenant(
         assert [s["id"] for s in alice.get("/v1/sweeps").json()["sweeps"]] == [sweep["id"]]
         assert alice.post(f"/v1/sweeps/{sweep['id']}/cancel").json()["status"] == "cancelled"
         assert alice.post(f"/v1/sweeps/{sweep['id']}/cancel").status_code == 409
+
+
+def test_duplicate_turns_and_a_killed_worker_never_break_the_limits(
+        stack_factory: StackFactory) -> None:
+    from api.queue import SWEEP_TASK, make_celery
+    from api.settings import Settings
+    from tests.integration.test_faults import FAULT_ENV, worker_children
+
+    stack = stack_factory("postgres-redis", env=FAULT_ENV, workers=2)
+    app = make_celery(Settings(broker_url=stack.env["TAAS_BROKER_URL"]))
+    body = sweep_body(base=heights_base(epochs=150, batch_size=1), max_trials=6,
+                      max_parallel=2)
+    with stack.client() as client:
+        sweep = start(client, body)
+        for _ in range(20):  # duplicate and concurrent deliveries of the controller's turn
+            app.send_task(SWEEP_TASK, args=[sweep["id"]], queue="cpu")
+        killed = False
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            found = trials(client, sweep["id"])
+            in_flight = [t for t in found if t["status"] in ("queued", "running")]
+            assert len(in_flight) <= 2 and len(found) <= 6, found
+            if not killed and len(found) >= 3 and any(t["status"] == "running" for t in found):
+                for pid in worker_children(stack, "worker0"):  # mid-trial, no goodbye
+                    os.kill(pid, signal.SIGKILL)
+                killed = True
+            state = client.get(f"/v1/sweeps/{sweep['id']}").json()
+            if state["status"] in ("succeeded", "failed", "cancelled"):
+                break
+            time.sleep(0.1)
+        assert killed and state["status"] == "succeeded", state
+        found = trials(client, sweep["id"])
+        assert len(found) == 6 and all(t["status"] in TRIAL_FINAL for t in found), found
+    app.close()
