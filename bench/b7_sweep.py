@@ -48,7 +48,7 @@ def run(config: Config, services: Services) -> BenchResult:
     result = BenchResult("B7", f"a sweep of tiny jobs on {WORKERS} workers")
     trials = config.pick(16, 4)
     stack = services.stack(workers=WORKERS)
-    client = stack.client(timeout=60)
+    client = stack.client()
     try:
         lone = lone_job_overhead(client, config.pick(4, 1))
         begin = time.perf_counter()
