@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from api import events
 from api.models import JobStatus
-from api.services import models, webhooks
+from api.services import models, sweep_steps, webhooks
 
 
 def job_status_changed(session: Session, *, job_id: str, status: JobStatus) -> None:
@@ -23,3 +23,4 @@ def job_status_changed(session: Session, *, job_id: str, status: JobStatus) -> N
         models.register_version(session, job_id=job_id)
     events.status_changed(session, job_id=job_id, status=status)
     webhooks.job_status_changed(session, job_id=job_id, status=status)
+    sweep_steps.trial_status_changed(session, job_id=job_id, status=status)

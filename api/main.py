@@ -20,7 +20,18 @@ from api.fast_predict import PredictFastPath
 from api.metrics import HttpMetrics, Metrics
 from api.middleware import RequestGuard
 from api.openapi import install_openapi
-from api.routes import datasets, events, health, jobs, metrics, models, specs, v2, webhooks
+from api.routes import (
+    datasets,
+    events,
+    health,
+    jobs,
+    metrics,
+    models,
+    specs,
+    sweeps,
+    v2,
+    webhooks,
+)
 from api.services.jobs import FinishedJob
 from api.services.predict import ModelCache
 from api.settings import get_settings
@@ -65,8 +76,8 @@ def create_app() -> FastAPI:
                        within_rate=partial(within_rate, limits=limits))
     # Outermost: the guard's refusals are counted too.
     app.state.metrics = Metrics(app.state.model_cache)
-    routers = (jobs.router, events.router, models.router, datasets.router, specs.router,
-               webhooks.router, health.router, v2.router, metrics.router)
+    routers = (jobs.router, events.router, sweeps.router, models.router, datasets.router,
+               specs.router, webhooks.router, health.router, v2.router, metrics.router)
     app.add_middleware(HttpMetrics, metrics=app.state.metrics,
                        routes=[route for router in routers for route in router.routes])
     install_error_handlers(app)

@@ -41,13 +41,27 @@ class JobStatus(enum.StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+    pruned = "pruned"  # a sweep's trial stopped early by its pruner (its history is kept)
 
     @property
     def is_final(self) -> bool:
         return self in FINAL_STATES
 
 
-FINAL_STATES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+FINAL_STATES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled,
+                          JobStatus.pruned})
+
+
+class SweepStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (SweepStatus.queued, SweepStatus.running)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -98,6 +112,36 @@ class Job(Base):
     dispatched_at: Mapped[datetime | None]  # last time the id was sent to the broker
     # The MLflow status still to be set on this job's run (MLflow was down when it ended).
     mlflow_end_pending: Mapped[str | None] = mapped_column(String(16))
+    # A sweep's trial: its sweep and its trial number (Optuna's, from 0).
+    sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"),
+                                                 index=True)
+    trial: Mapped[int | None]
+
+
+class Sweep(Base):
+    """A hyperparameter search; its trials are jobs, its Optuna study is in the same database
+    (study name `taas-sweep-<id>`)."""
+
+    __tablename__ = "sweeps"
+    __table_args__ = (Index("ix_sweeps_tenant_created", "tenant", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant: Mapped[str] = mapped_column(String(200), default="")
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default=SweepStatus.queued, index=True)
+    # The request as validated: base, parameters, objective, sampler, pruner, limits.
+    spec: Mapped[dict[str, Any]] = mapped_column(deferred=True)
+    objective: Mapped[dict[str, Any]]
+    max_trials: Mapped[int]
+    max_parallel: Mapped[int]
+    best: Mapped[dict[str, Any] | None]  # {trial, job_id, params, value}
+    mlflow_experiment_id: Mapped[str | None] = mapped_column(String(64))
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    # Set whenever the controller must take a step (a trial ended, the tenant's limit was
+    # full); cleared by the step. The reaper re-sends steps requested long ago.
+    step_requested_at: Mapped[datetime | None] = mapped_column(index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
 
 
 class JobEpoch(Base):

@@ -14,6 +14,7 @@ from celery import Celery
 from api.settings import Settings, get_settings
 
 TRAIN_TASK = "taas.train_job"
+SWEEP_TASK = "taas.sweep_step"
 QUEUES = ("cpu", "gpu")
 
 
@@ -60,3 +61,6 @@ def dispatch_delivery(delivery_id: str, countdown: float | None = None) -> None:
     """Send a webhook delivery's id to its queue (the worker re-reads the row)."""
     get_celery().send_task(DELIVER_TASK, args=[delivery_id], queue=WEBHOOK_QUEUE,
                            countdown=countdown)
+def dispatch_sweep_step(sweep_id: str) -> None:
+    """Ask a worker for a turn of the sweep's controller (duplicates are harmless)."""
+    get_celery().send_task(SWEEP_TASK, args=[sweep_id], queue="cpu")

@@ -24,7 +24,7 @@ HEIGHTS_EXAMPLE: dict[str, Any] = {
                               [174]]}},
 }
 
-JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled", "pruned"]
 
 
 class JobCreate(JobSpec):
@@ -67,6 +67,8 @@ class JobOut(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     summary: Summary
+    sweep_id: str | None = Field(None, description="The sweep this job is a trial of.")
+    trial: int | None = Field(None, description="Its trial number in that sweep.")
 
 
 class JobPage(BaseModel):

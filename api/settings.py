@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     tracking_timeout: float = Field(60.0, gt=0, description="How long MLflow may stay "
                                     "unreachable before a job fails with tracking_unavailable.")
     max_concurrent_jobs: int = Field(20, ge=1, description="Queued + running jobs per tenant.")
+    max_sweep_trials: int = Field(1000, ge=1, description="Largest max_trials of a sweep.")
     max_params: int = Field(100_000_000, ge=1, description="Largest model, in parameters.")
     max_activation_bytes: int = Field(2**30, ge=1, description="Largest activation memory "
                                       "per sample (the summary's estimate).")

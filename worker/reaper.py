@@ -9,6 +9,8 @@ heartbeat interval. Its updates are conditional, so several reapers never act tw
 - a finished job whose MLflow run could not be ended (MLflow was down) is ended now;
 - a webhook delivery that is overdue and was not sent again lately is sent again.
 - alias changes not yet in MLflow's Model Registry are copied there.
+- a sweep whose controller turn was requested longer ago than `requeue_after` and has not run
+  (its message was lost, or it waits for the tenant's job limit) gets the turn sent again.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from sqlalchemy import select, update
 
 from api.db import session_scope
 from api.lifecycle import job_status_changed
-from api.models import Job, JobStatus, mlflow_model_name, utcnow
-from api.queue import dispatch
+from api.models import Job, JobStatus, Sweep, mlflow_model_name, utcnow
+from api.queue import dispatch, dispatch_sweep_step
 from api.services import models
 from api.settings import Settings
 from worker.webhooks import resend_due
@@ -138,9 +140,22 @@ def sync_aliases(settings: Settings) -> None:
                                 updated_at=updated_at)
 
 
+def kick_sweeps(settings: Settings) -> list[str]:
+    cutoff = utcnow() - timedelta(seconds=settings.requeue_after)
+    with session_scope() as session:
+        waiting = list(session.scalars(select(Sweep.id).where(
+            Sweep.step_requested_at < cutoff)))
+        for sweep_id in waiting:  # sent again only after another requeue_after
+            session.execute(update(Sweep).where(Sweep.id == sweep_id)
+                            .values(step_requested_at=utcnow()))
+    for sweep_id in waiting:
+        dispatch_sweep_step(sweep_id)  # a duplicate is harmless: turns take the sweep's lock
+    return waiting
+
+
 def reap_once(settings: Settings) -> None:
     for step in (reap_lost_workers, resend_unclaimed, end_pending_runs, resend_due,
-                 sync_aliases):
+                 sync_aliases, kick_sweeps):
         try:
             step(settings)
         except Exception as error:  # the database or broker may be down; try next round

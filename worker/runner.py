@@ -31,6 +31,7 @@ from dlmodels.training import fit, resolve_device
 from worker import store
 from worker.callbacks import LostOwnership, ReportProgress, SaveCheckpoints
 from worker.heartbeat import Heartbeat
+from worker.pruning import PruneTrial, SweepTrial, TrialPruned, load_trial
 from worker.tracking import Tracker, TrackingUnavailable
 
 log = logging.getLogger("taas.worker")
@@ -60,13 +61,15 @@ def run_job(job_id: str, settings: Settings) -> None:
         job = session.get(Job, job_id)
         assert job is not None
         name, tenant, queue, raw_spec = job.name, job.tenant, job.queue, job.spec
+        sweep_id, trial_number = job.sweep_id, job.trial
     tracker = Tracker(tracking_uri=settings.mlflow_tracking_uri,
                       experiment=settings.mlflow_experiment, timeout=settings.tracking_timeout)
     try:
+        trial = load_trial(sweep_id, trial_number)
         with Heartbeat(job_id, attempt, settings.heartbeat_interval) as heartbeat:
-            _train(job_id, attempt, name, tenant, JobSpec.model_validate(raw_spec), tracker,
-                   settings, heartbeat)
-        _end_run(job_id, tracker, "FINISHED")
+            ended = _train(job_id, attempt, name, tenant, JobSpec.model_validate(raw_spec),
+                           tracker, settings, heartbeat, trial)
+        _end_run(job_id, tracker, ended)
     except LostOwnership as error:  # cancelled: the database already says so
         log.info("%s", error)
         _end_run(job_id, tracker, "KILLED")
@@ -122,7 +125,8 @@ def _resume_state(job_id: str, attempt: int) -> dict[str, object] | None:
 
 
 def _train(job_id: str, attempt: int, name: str, tenant: str, spec: JobSpec, tracker: Tracker,
-           settings: Settings, heartbeat: Heartbeat) -> None:
+           settings: Settings, heartbeat: Heartbeat, trial: SweepTrial | None) -> str:
+    """Train and store the job; its MLflow run's end status (a pruned trial's is KILLED)."""
     try:
         device = resolve_device(spec.training.device, spec.training.precision)
     except RuntimeError as error:
@@ -131,7 +135,8 @@ def _train(job_id: str, attempt: int, name: str, tenant: str, spec: JobSpec, tra
         summary, (x, y) = check_job(spec, session=session, tenant=tenant)
     experiment_id, run_id = tracker.start(job_id=job_id, name=name, tenant=tenant,
                                           attempt=attempt, spec=spec,
-                                          summary_text=summary.to_text())
+                                          summary_text=summary.to_text(),
+                                          parent_run_id=trial.parent_run_id if trial else None)
     if not store.set_run(job_id, attempt, experiment_id=experiment_id, run_id=run_id):
         raise LostOwnership(f"job {job_id} attempt {attempt} no longer runs")
     if spec.training.seed is not None:
@@ -142,9 +147,16 @@ def _train(job_id: str, attempt: int, name: str, tenant: str, spec: JobSpec, tra
                               heartbeat=heartbeat, interval=settings.progress_interval,
                               db_timeout=settings.heartbeat_timeout)
     checkpoints = SaveCheckpoints(progress=progress, interval=settings.checkpoint_interval)
+    pruning = [PruneTrial(trial)] if trial and trial.body.pruner.type != "none" else []
+    pruned: TrialPruned | None = None
     with progress:
-        fit(model, x, y, spec.training, callbacks=[progress, checkpoints], device=device,
-            resume=_resume_state(job_id, attempt))
+        try:
+            fit(model, x, y, spec.training, callbacks=[progress, checkpoints, *pruning],
+                device=device, resume=_resume_state(job_id, attempt))
+        except TrialPruned as stop:
+            pruned = stop
+    if pruned is not None:
+        return _pruned(job_id, attempt, progress, pruned)
     model.to("cpu").eval()
     weights = weights_to_bytes(model)
     tracker.log_model(model, x_example=x[:EXAMPLE_ROWS].copy(),
@@ -152,3 +164,13 @@ def _train(job_id: str, attempt: int, name: str, tenant: str, spec: JobSpec, tra
     if not store.succeed(job_id, attempt, weights=weights, sha256=sha256(weights)):
         raise LostOwnership(f"job {job_id} attempt {attempt} no longer runs")
     store.drop_checkpoint(job_id)
+    return "FINISHED"
+
+
+def _pruned(job_id: str, attempt: int, progress: ReportProgress, pruned: TrialPruned) -> str:
+    """The history up to the pruned epoch is stored, then the job ends as pruned."""
+    progress.flush(final=True)
+    if not store.prune(job_id, attempt, message=str(pruned)):
+        raise LostOwnership(f"job {job_id} attempt {attempt} no longer runs")
+    store.drop_checkpoint(job_id)
+    return "KILLED"

@@ -1,8 +1,9 @@
 """The job's state machine in the database: conditional updates, so a stale worker or a
 duplicate delivery can change nothing.
 
-queued -> running (claim, attempt + 1) -> succeeded | failed | cancelled. Every write after the
-claim names the attempt it belongs to and only applies while the job is still running it.
+queued -> running (claim, attempt + 1) -> succeeded | failed | cancelled | pruned. Every write
+after the claim names the attempt it belongs to and only applies while the job is still running
+it.
 """
 
 from __future__ import annotations
@@ -131,6 +132,15 @@ def fail(job_id: str, attempt: int, *, error_type: str, message: str) -> bool:
             status=JobStatus.failed, finished_at=utcnow(), error_type=error_type,
             error_message=message[:4000]))
         return _changed(session, result, job_id, JobStatus.failed)
+
+
+def prune(job_id: str, attempt: int, *, message: str) -> bool:
+    """running (this attempt) -> pruned: a sweep's pruner stopped the trial (history kept)."""
+    with session_scope() as session:
+        result = session.execute(_running(job_id, attempt).values(
+            status=JobStatus.pruned, finished_at=utcnow(), error_type="pruned",
+            error_message=message[:4000]))
+        return _changed(session, result, job_id, JobStatus.pruned)
 
 
 def requeue(job_id: str, attempt: int, *, reason: str) -> bool:

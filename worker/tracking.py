@@ -106,14 +106,15 @@ class Tracker:
             return str(found.experiment_id)
 
     def start(self, *, job_id: str, name: str, tenant: str, attempt: int, spec: JobSpec,
-              summary_text: str) -> tuple[str, str]:
+              summary_text: str, parent_run_id: str | None = None) -> tuple[str, str]:
         """The attempt's run (re-used if a retry of this attempt made it already), with params
-        and the spec/summary artifacts; returns (experiment id, run id)."""
+        and the spec/summary artifacts; returns (experiment id, run id). A sweep's trial is
+        the child of its sweep's run (`parent_run_id`), so the MLflow UI nests them."""
         return self._retry(lambda: self._start(job_id, name, tenant, attempt, spec,
-                                               summary_text), "start run")
+                                               summary_text, parent_run_id), "start run")
 
     def _start(self, job_id: str, name: str, tenant: str, attempt: int, spec: JobSpec,
-               summary_text: str) -> tuple[str, str]:
+               summary_text: str, parent_run_id: str | None) -> tuple[str, str]:
         experiment_id = self.experiment_id()
         existing = self.client.search_runs(
             [experiment_id], f"tags.`taas.job_id` = '{job_id}' and "
@@ -122,6 +123,8 @@ class Tracker:
             self.run_id = existing[0].info.run_id
             return experiment_id, self.run_id
         tags = {"taas.job_id": job_id, "taas.attempt": str(attempt)}
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
         if tenant:
             tags["taas.tenant"] = tenant
         run = self.client.create_run(experiment_id, run_name=name, tags=tags)
@@ -228,3 +231,34 @@ def set_registry_alias(tracking_uri: str, *, model: str, alias: str,
         raise RegistryMismatch(f"MLflow's registered model {model!r} has no version from "
                                f"run {run_id}")
     client.set_registered_model_alias(model, alias, found[0].version)
+class SweepTracker:
+    """A sweep's parent run: params are the search space, the objective and the search's
+    settings; its metric is the best objective value so far, stepped by finished trials."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+
+    def start(self, *, sweep_id: str, name: str, tenant: str,
+              search: dict[str, Any]) -> tuple[str, str]:
+        def start() -> tuple[str, str]:
+            client = self.tracker.client
+            experiment_id = self.tracker.experiment_id()
+            existing = client.search_runs([experiment_id],
+                                          f"tags.`taas.sweep_id` = '{sweep_id}'", max_results=1)
+            if existing:
+                return experiment_id, str(existing[0].info.run_id)
+            tags = {"taas.sweep_id": sweep_id, **({"taas.tenant": tenant} if tenant else {})}
+            run = client.create_run(experiment_id, run_name=name, tags=tags)
+            params = [Param(k[:250], v[:PARAM_VALUE_LIMIT]) for k, v in flatten(search)]
+            for first in range(0, len(params), MAX_PARAMS):
+                client.log_batch(run.info.run_id, params=params[first:first + MAX_PARAMS])
+            return experiment_id, str(run.info.run_id)
+        return self.tracker._retry(start, "start sweep run")
+
+    def log_best(self, run_id: str, metric: str, value: float, trials: int) -> None:
+        self.tracker._retry(lambda: self.tracker.client.log_metric(
+            run_id, f"best_{metric}", value, step=trials), "log sweep best")
+
+    def end(self, run_id: str, status: str) -> None:
+        self.tracker._retry(lambda: self.tracker.client.set_terminated(run_id, status=status),
+                            "end sweep run")

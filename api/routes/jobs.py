@@ -52,9 +52,12 @@ def submit_job(body: JobCreate, session: SessionDep, tenant: TenantDep, settings
 def list_jobs(tenant: TenantDep, settings: SettingsDep,
               status: JobStatusName | None = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              cursor: Annotated[str | None, Query(max_length=200)] = None) -> JobPage:
+              cursor: Annotated[str | None, Query(max_length=200)] = None,
+              sweep_id: Annotated[str | None, Query(max_length=32,
+                                                    description="Only this sweep's trials.")]
+              = None) -> JobPage:
     found, next_cursor = read(lambda session: jobs.list_jobs(
-        session, tenant=tenant, status=status, limit=limit, cursor=cursor))
+        session, tenant=tenant, status=status, limit=limit, cursor=cursor, sweep_id=sweep_id))
     return JobPage(jobs=[jobs.job_out(job, settings) for job in found], next_cursor=next_cursor)
 
 

@@ -31,7 +31,7 @@ log = logging.getLogger("taas.jobs")
 
 
 def create_job(session: Session, *, spec: JobSpec, tenant: str, idempotency_key: str | None,
-               settings: Settings) -> Job:
+               settings: Settings, sweep_id: str | None = None, trial: int | None = None) -> Job:
     """Check the spec, store the job as queued, then send its id to the queue.
 
     If the broker cannot take the message the row is removed again and the caller gets 503:
@@ -48,7 +48,7 @@ def create_job(session: Session, *, spec: JobSpec, tenant: str, idempotency_key:
               status=JobStatus.queued, queue="gpu" if spec.training.device == "cuda" else "cpu",
               spec=spec.model_dump(mode="json", exclude_none=True), summary=summary.model_dump(),
               epochs=spec.training.epochs, idempotency_key=idempotency_key,
-              dispatched_at=utcnow())
+              dispatched_at=utcnow(), sweep_id=sweep_id, trial=trial)
     try:
         _insert_within_limit(session, job, settings.max_concurrent_jobs)
     except (IntegrityError, TooManyRequests):
@@ -94,6 +94,12 @@ def _dispatch_or_undo(session: Session, job: Job) -> None:
         session.commit()
         raise Unavailable("the job queue (broker) is unreachable; nothing was stored, retry "
                           "shortly", headers={"Retry-After": "5"}) from error
+
+
+def check_runnable(session: Session, *, spec: JobSpec, tenant: str, settings: Settings) -> None:
+    """Everything create_job checks before storing a job (SpecError or InvalidInput)."""
+    summary, (x, _) = check_job(spec, session=session, tenant=tenant)
+    _check_size(spec=spec, summary=summary, samples=len(x), settings=settings)
 
 
 def check_model_size(summary: Summary, settings: Settings) -> None:
@@ -194,11 +200,13 @@ def _status_answer(job: Any, *, job_id: str, tenant: str, settings: Settings,
 
 
 def list_jobs(session: Session, *, tenant: str, status: str | None, limit: int,
-              cursor: str | None) -> tuple[list[Job], str | None]:
+              cursor: str | None, sweep_id: str | None = None) -> tuple[list[Job], str | None]:
     """Newest first; the cursor is the (created_at, id) of the last job of the previous page."""
     query = select(Job).where(Job.tenant == tenant)
     if status is not None:
         query = query.where(Job.status == status)
+    if sweep_id is not None:
+        query = query.where(Job.sweep_id == sweep_id)
     if cursor is not None:
         created, last_id = _decode_cursor(cursor)
         query = query.where(or_(Job.created_at < created,
@@ -258,7 +266,8 @@ def job_out(job: Job | Row[Any], settings: Settings) -> JobOut:
                   metrics=job.metrics or {}, error=error, attempt=job.attempt,
                   mlflow_run_id=job.mlflow_run_id,
                   mlflow_url=url, created_at=job.created_at, started_at=job.started_at,
-                  finished_at=job.finished_at, summary=Summary.model_validate(job.summary))
+                  finished_at=job.finished_at, summary=Summary.model_validate(job.summary),
+                  sweep_id=job.sweep_id, trial=job.trial)
 
 
 def mlflow_url(job: Job | Row[Any], settings: Settings) -> str | None:
