@@ -54,6 +54,14 @@ def request_step(session: Session, sweep_id: str, *, send_now: bool = True) -> N
 
 
 def notify_sweep_finished(session: Session, sweep: Sweep) -> None:
-    """Called in the transaction that moves a sweep to a final state: where the `sweep.finished`
-    webhook is enqueued (api.services.webhooks.enqueue_event, once that capability is merged)."""
+    """Called in the transaction that moves a sweep to a final state: the `sweep.finished`
+    webhook, with the sweep as GET /v1/sweeps/{id} shows it, commits with the ending."""
+    # Imported here: api.services.sweeps imports this module.
+    from api.services import webhooks
+    from api.services.sweeps import sweep_out
+    from api.settings import get_settings
+
     log.info("sweep %s finished: %s", sweep.id, sweep.status)
+    session.flush()  # the trial counts below read the trials' final states
+    data = sweep_out(session, sweep, get_settings()).model_dump(mode="json")
+    webhooks.enqueue_event(session, tenant=sweep.tenant, type="sweep.finished", data=data)
