@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -85,7 +86,7 @@ class Job:
         """Every recorded epoch: `[{epoch, loss, val_loss?, <metric>...}]` (a fresh read)."""
         return list(self.client.request("GET", f"/v1/jobs/{self.id}/metrics"))
 
-    def events(self, *, last_event_id: int | None = None) -> Any:
+    def events(self, *, last_event_id: int | None = None) -> Iterator[Event]:
         """The live events (`taas.Event`) until the final status; each status event also
         updates this job."""
         for event in self.client.events(self.id, last_event_id=last_event_id):
@@ -93,7 +94,8 @@ class Job:
                 self.data = event.data
             yield event
 
-    def wait(self, *, progress: bool = True, on_event: Any = None) -> Job:
+    def wait(self, *, progress: bool = True,
+             on_event: Callable[[Event], None] | None = None) -> Job:
         """Block until the job is final, following its live events; with `progress`, a live
         bar by epoch with the loss and metrics (a spinner while queued). Ctrl-C stops
         waiting, not the job. `on_event(event)` is called for each event."""
@@ -110,7 +112,7 @@ class Job:
                 return self._follow(show)
         return self._follow(on_event)
 
-    def _follow(self, on_event: Any) -> Job:
+    def _follow(self, on_event: Callable[[Event], None] | None) -> Job:
         if self.done:
             return self
         for event in self.events():

@@ -44,6 +44,8 @@ def json_errors(*codes: int, descriptions: dict[int, str] | None = None
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=json_errors(*V1_ERRORS))
 
 EVENTS_PER_READ = 100
+MAX_EVENT_ID = 2**63 - 1  # the id column's range (Postgres bigint)
+STATUS_CHECK_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -59,12 +61,11 @@ async def stream_start(job_id: str, tenant: TenantDep, reader: ReaderDep,
     """Checked before the stream starts, so a wrong id or header is an ordinary error answer."""
     after = 0
     if last_event_id is not None:
-        if not last_event_id.strip().isdigit():
+        if not last_event_id.strip().isdigit() or int(last_event_id) > MAX_EVENT_ID:
             raise InvalidInput("Last-Event-ID must be an event id this stream sent (a whole "
                                "number)", ["header", "last-event-id"])
         after = int(last_event_id)
-    found = (await events.owner_and_status_async(reader, job_id=job_id) if reader is not None
-             else await run_in_threadpool(events.owner_and_status, job_id=job_id))
+    found = await _owner_and_status(reader, job_id=job_id)
     if found is None or found[0] != tenant:
         raise NotFound(f"no job {job_id!r}")
     return StreamStart(job_id=job_id, after=after, final=JobStatus(found[1]).is_final)
@@ -83,6 +84,7 @@ async def stream_start(job_id: str, tenant: TenantDep, reader: ReaderDep,
 async def job_events(start: Annotated[StreamStart, Depends(stream_start)], reader: ReaderDep,
                      settings: SettingsDep) -> AsyncIterator[ServerSentEvent]:
     after, ends_at = start.after, time.monotonic() + settings.events_max_seconds
+    ended, check_at = start.final, time.monotonic() + STATUS_CHECK_SECONDS
     while True:
         batch = await _read(reader, job_id=start.job_id, after=after)
         for event in batch:
@@ -90,12 +92,32 @@ async def job_events(start: Annotated[StreamStart, Depends(stream_start)], reade
             after = event.id
             if event.is_final:
                 return
-        # A job that had ended at connect time has all its events committed already: once
-        # they are sent (or the client had them), nothing more will come.
-        if (not batch and start.final) or time.monotonic() > ends_at:
+        # An ended job's events were committed with its final status: once they are sent (or
+        # the client had them), nothing more will come.
+        if (not batch and ended) or time.monotonic() > ends_at:
             return
-        if len(batch) < EVENTS_PER_READ:
-            await asyncio.sleep(settings.events_poll_interval)
+        if len(batch) == EVENTS_PER_READ:
+            continue
+        if not batch and time.monotonic() > check_at:
+            # Now and then, whether the job ended unseen: a client resuming past the final
+            # event, or a job that ended before events were kept. Then one more read.
+            ended = await _has_ended(reader, job_id=start.job_id)
+            check_at = time.monotonic() + STATUS_CHECK_SECONDS
+            if ended:
+                continue
+        await asyncio.sleep(settings.events_poll_interval)
+
+
+async def _has_ended(reader: AsyncReader | None, *, job_id: str) -> bool:
+    found = await _owner_and_status(reader, job_id=job_id)
+    return found is None or JobStatus(found[1]).is_final
+
+
+async def _owner_and_status(reader: AsyncReader | None, *,
+                            job_id: str) -> tuple[str, str] | None:
+    if reader is not None:
+        return await events.owner_and_status_async(reader, job_id=job_id)
+    return await run_in_threadpool(events.owner_and_status, job_id=job_id)
 
 
 async def _read(reader: AsyncReader | None, *, job_id: str, after: int) -> list[events.Event]:
