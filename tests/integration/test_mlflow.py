@@ -57,7 +57,8 @@ def test_a_job_is_one_mlflow_run_with_params_metrics_artifacts_and_a_registered_
     assert model_info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] in ([-1, 1], (-1, 1))
 
     # The UI link opens this run.
-    assert job["mlflow_url"].endswith(f"/runs/{job['mlflow_run_id']}")
+    assert job["mlflow_url"].endswith(f"/runs/{job['mlflow_run_id']}"
+                                      "?workflowType=machine_learning")
     assert f"/experiments/{run_.info.experiment_id}/" in job["mlflow_url"]
 
 
