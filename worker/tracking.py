@@ -73,6 +73,12 @@ class TrackingUnavailable(Exception):
 TRANSIENT = (MlflowException, requests.exceptions.RequestException, ConnectionError, OSError)
 
 
+# MLflow 3's UI opens an experiment in the view its kind names; untagged, it may guess the
+# GenAI view (a traces dashboard). taas trains models: the model-training view (runs, metrics).
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+
+
 class Tracker:
     """One job attempt's MLflow run. Metrics are buffered; a failed flush keeps them for the
     next one, and only an outage longer than `timeout` seconds fails the job."""
@@ -96,9 +102,13 @@ class Tracker:
     def experiment_id(self) -> str:
         found = self.client.get_experiment_by_name(self.experiment)
         if found is not None:
+            if EXPERIMENT_KIND not in found.tags:  # made before taas tagged it, or by hand
+                self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND,
+                                               MODEL_TRAINING)
             return str(found.experiment_id)
         try:
-            return str(self.client.create_experiment(self.experiment))
+            return str(self.client.create_experiment(self.experiment,
+                                                     tags={EXPERIMENT_KIND: MODEL_TRAINING}))
         except MlflowException:  # another worker created it first
             found = self.client.get_experiment_by_name(self.experiment)
             if found is None:

@@ -270,9 +270,14 @@ def job_out(job: Job | Row[Any], settings: Settings) -> JobOut:
                   sweep_id=job.sweep_id, trial=job.trial)
 
 
+# MLflow 3's UI shows one of two workflows, GenAI (its default: traces) or model training
+# (runs, metrics, models); the query parameter picks the second for the page it opens.
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+
+
 def mlflow_url(job: Job | Row[Any], settings: Settings) -> str | None:
-    """Where the MLflow UI shows the job's run."""
+    """Where the MLflow UI shows the job's run, in its model-training view."""
     if not (job.mlflow_run_id and job.mlflow_experiment_id):
         return None
     return (f"{settings.mlflow_public_url}/#/experiments/{job.mlflow_experiment_id}"
-            f"/runs/{job.mlflow_run_id}")
+            f"/runs/{job.mlflow_run_id}?{MODEL_TRAINING_VIEW}")

@@ -30,6 +30,8 @@ def test_a_job_is_one_mlflow_run_with_params_metrics_artifacts_and_a_registered_
     assert run_.data.tags["taas.job_id"] == job["id"]
     experiment = mlflow_client.get_experiment(run_.info.experiment_id)
     assert experiment.name == stack.env["TAAS_MLFLOW_EXPERIMENT"]
+    # MLflow 3's UI opens it in the model-training view, not the GenAI one.
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     params = run_.data.params
     assert params["training.optimizer.type"] == "adam"
     assert params["model.layers.0.units"] == "64"
@@ -55,7 +57,8 @@ def test_a_job_is_one_mlflow_run_with_params_metrics_artifacts_and_a_registered_
     assert model_info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] in ([-1, 1], (-1, 1))
 
     # The UI link opens this run.
-    assert job["mlflow_url"].endswith(f"/runs/{job['mlflow_run_id']}")
+    assert job["mlflow_url"].endswith(f"/runs/{job['mlflow_run_id']}"
+                                      "?workflowType=machine_learning")
     assert f"/experiments/{run_.info.experiment_id}/" in job["mlflow_url"]
 
 
