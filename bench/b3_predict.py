@@ -42,7 +42,7 @@ def start_model_server(services: Services, model_uri: str) -> tuple[Process, str
     services.extra.append(proc)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: httpx.get(f"{url}/ping").status_code == 200, 120,
+        wait_until(lambda: httpx.get(f"{url}/ping").status_code == 200, 300,
                    "mlflow models serve", interval=0.2)
     except TimeoutError:
         proc.stop()

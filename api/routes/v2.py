@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from api.db import read
 from api.deps import CacheDep, DirectoryDep, TenantDep
 from api.directory import ModelDirectory, Ref
+from api.fast_predict import INLINE_BODY_BYTES
 from api.services import inference, models, predict
 from api.services.predict import LoadedModel, ModelCache
 
@@ -30,7 +31,11 @@ def _ref(version: str | None) -> Ref:
 
 async def _model(tenant: str, cache: ModelCache, directory: ModelDirectory, name: str,
                  version: str | None) -> tuple[LoadedModel, int]:
-    job_id, number = await run_in_threadpool(directory.resolve, tenant, name, _ref(version))
+    ref = _ref(version)
+    found = directory.lookup(tenant, name, ref)  # memory; the database only when unknown
+    if found is None:
+        found = await run_in_threadpool(directory.resolve, tenant, name, ref)
+    job_id, number = found
     loaded = predict.cached(cache, job_id=job_id, tenant=tenant)
     if loaded is None:
         loaded = await run_in_threadpool(
@@ -78,8 +83,15 @@ async def infer(name: str, request: Request, tenant: TenantDep, cache: CacheDep,
                 directory: DirectoryDep, version: str | None = None) -> Response:
     raw = await request.body()
     loaded, number = await _model(tenant, cache, directory, name, version)
-    body, header_length = await run_in_threadpool(
-        _infer, loaded, raw, request.headers.get(HEADER_LENGTH), name, number)
+    header = request.headers.get(HEADER_LENGTH)
+    if len(raw) > INLINE_BODY_BYTES:
+        body, header_length = await run_in_threadpool(_infer, loaded, raw, header, name, number)
+    else:  # small and quick (api.fast_predict's rule): on the event loop, no thread hop
+        parsed, x = inference.parse(raw, header)
+        results = inference.outputs_of(loaded, x) if loaded.is_quick(len(x)) else \
+            await run_in_threadpool(inference.outputs_of, loaded, x)
+        body, header_length = inference.response(parsed, name=name, version=number,
+                                                 results=results)
     predict.counted(request.scope["state"], loaded, {"model": name, "version": number})
     headers = {} if header_length is None else {HEADER_LENGTH: str(header_length)}
     media = "application/json" if header_length is None else "application/octet-stream"

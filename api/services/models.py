@@ -181,3 +181,11 @@ def job_of_version(session: Session, *, tenant: str, name: str, version: int) ->
     return session.scalar(select(ModelVersion.job_id).where(
         ModelVersion.tenant == tenant, ModelVersion.name == name,
         ModelVersion.version == version))
+
+
+def version_of_job(session: Session, *, job_id: str) -> tuple[str, int] | None:
+    """(model name, version) a succeeded job registered, e.g. to promote a sweep's best trial
+    with `set_alias`; None for a job that did not succeed."""
+    found = session.execute(select(ModelVersion.name, ModelVersion.version)
+                            .where(ModelVersion.job_id == job_id)).one_or_none()
+    return None if found is None else (found[0], found[1])

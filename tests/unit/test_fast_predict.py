@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from api.fast_predict import PREDICT_PATH, PredictFastPath
+from api.fast_predict import MODEL_PREDICT_PATH, PREDICT_PATH, PredictFastPath
 from api.middleware import Receive, RequestGuard, Scope, Send
 from api.services.predict import LoadedModel, ModelCache, forward_cost, predict
 from dlmodels.builder import build_model
@@ -140,6 +140,18 @@ def test_the_pattern_is_the_routes_path() -> None:
     assert "post" in app.openapi()["paths"]["/v1/jobs/{job_id}/predict"]
     match = PREDICT_PATH.fullmatch("/v1/jobs/{job_id}/predict")
     assert match is not None and match["job_id"] == "{job_id}"
+    paths = app.openapi()["paths"]
+    for path, version, alias in (("/v1/models/heights/predict", None, None),
+                                 ("/v1/models/heights/versions/12/predict", "12", None),
+                                 ("/v1/models/heights/aliases/champion/predict", None,
+                                  "champion")):
+        template = path.replace("heights", "{name}").replace("12", "{version}") \
+            .replace("champion", "{alias}")
+        assert "post" in paths[template], template
+        found = MODEL_PREDICT_PATH.fullmatch(path)
+        assert found is not None and found["name"] == "heights"
+        assert (found["version"], found["alias"]) == (version, alias)
+    assert MODEL_PREDICT_PATH.fullmatch("/v1/models/heights/versions/x/predict") is None
 
 
 def test_predictions_read_back_as_the_exact_float32_outputs(loaded: LoadedModel) -> None:
