@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +45,7 @@ EMPTY_SUMMARY = Summary(input_shape=[], layers=[], total_params=0, trainable_par
 
 
 def sweep_step(sweep_id: str, settings: Settings) -> None:
+    began = time.perf_counter()
     with locked_sweep(sweep_id) as session:
         sweep = session.get(Sweep, sweep_id)
         if sweep is None:
@@ -60,6 +62,7 @@ def sweep_step(sweep_id: str, settings: Settings) -> None:
         session.commit()
         if SweepStatus(sweep.status).is_final:
             sweep_tracking.end(sweep, settings)
+    log.info("sweep %s turn: %s, %.3f s", sweep_id, sweep.status, time.perf_counter() - began)
 
 
 def _tell_ended(session: Session, sweep: Sweep, study: optuna.Study) -> None:
@@ -147,8 +150,9 @@ def _launch(session: Session, sweep: Sweep, body: SweepCreate, study: optuna.Stu
     session.commit()
     distributions = studies.distributions(body)
     tree, defaults = user_tree(body.base), base_tree(body.base)
-    for _ in range(min(wanted, slots)):
-        study.sampler = studies.sampler(body, len(study.get_trials(deepcopy=False)))
+    asked = len(study.get_trials(deepcopy=False))
+    for offset in range(min(wanted, slots)):
+        study.sampler = studies.sampler(body, asked + offset)
         trial = study.ask(distributions)
         if not _start_trial(session, sweep, trial, with_values(tree, trial.params, defaults),
                             settings):
