@@ -56,6 +56,12 @@ class Settings(BaseSettings):
                               "(token bucket, per API process).")
     rate_burst: int = Field(200, ge=1, description="Requests a tenant may make at once.")
     job_time_limit: int = Field(24 * 3600, ge=10, description="Hard limit on one job's run, s.")
+    max_processes_per_job: int | None = Field(
+        None, ge=1, description="Most processes one data-parallel job may train on; default: "
+        "the worker's CPU count (its GPU count for device cuda).")
+    distributed_timeout: float = Field(
+        60.0, gt=0, description="Seconds a data-parallel job's collective (an all-reduce) may "
+        "wait for a rank before the attempt fails: a dead rank never hangs the others.")
     max_dataset_bytes: int = Field(256 * 2**20, ge=1024, description="Largest upload.")
     max_request_bytes: int = Field(32 * 2**20, ge=1024)
 
