@@ -21,6 +21,7 @@ BENCHMARKS = {
     "B4": "bench.b4_queue",
     "B5": "bench.b5_scale",
     "B6": "bench.b6_memory",
+    "B8": "bench.b8_distributed",
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 

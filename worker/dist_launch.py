@@ -21,6 +21,8 @@ from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
 ENTRY = "worker.dist_entry"
+ROOT_ARGS = ["--nnodes", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0",
+             "--max-restarts", "0", "--monitor-interval", "0.2"]
 
 
 def command(*, processes: int, job_id: str, attempt: int, run_dir: Path) -> list[str]:
@@ -28,11 +30,8 @@ def command(*, processes: int, job_id: str, attempt: int, run_dir: Path) -> list
     kernel (port 0: two jobs on one host never clash, and no race for a port), no restarts
     (a failed rank fails the attempt; the job rules decide what follows), a quick check of
     the ranks."""
-    return [sys.executable, "-m", "torch.distributed.run",
-            "--nnodes", "1", "--nproc-per-node", str(processes),
-            "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0",
-            "--max-restarts", "0", "--monitor-interval", "0.2",
-            "-m", ENTRY, job_id, str(attempt), str(run_dir)]
+    return [sys.executable, "-m", "torch.distributed.run", *ROOT_ARGS,
+            "--nproc-per-node", str(processes), "-m", ENTRY, job_id, str(attempt), str(run_dir)]
 
 
 def die_with_parent() -> None:

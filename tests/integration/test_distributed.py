@@ -99,7 +99,7 @@ def test_a_distributed_job_trains_and_serves_like_any_job(stack_factory: StackFa
 
 def _killed_rank_case(stack: Stack, client: httpx.Client, name: str, sig: int) -> None:
     job = submit(client, dist_job(name, epochs=600))
-    wait_running_past(client, job["id"], 20)
+    wait_running_past(client, job["id"], 20, timeout=120)
     ranks = rank_pids(job["id"])
     assert len(ranks) == 2, ranks
     os.kill(max(ranks), sig)  # the rank started last: usually rank 1
@@ -129,7 +129,7 @@ def test_cancel_stops_every_rank(stack_factory: StackFactory) -> None:
     stack = stack_factory("postgres-redis", env=ENV)
     with stack.client() as client:
         job = submit(client, dist_job("dist-cancel", epochs=100000))
-        wait_running_past(client, job["id"], 5)
+        wait_running_past(client, job["id"], 5, timeout=120)
         assert len(rank_pids(job["id"])) == 2
         assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
         started = time.monotonic()
@@ -145,7 +145,7 @@ def test_a_killed_celery_worker_leaves_no_rank(stack_factory: StackFactory) -> N
     stack = stack_factory("postgres-redis", env=ENV)
     with stack.client() as client:
         job = submit(client, dist_job("dist-kill-worker", epochs=600))
-        wait_running_past(client, job["id"], 20)
+        wait_running_past(client, job["id"], 20, timeout=120)
         stack.processes["worker0"].stop(signal.SIGKILL)
         # The Celery child dies with its parent and its launcher and ranks with it.
         assert_no_leftovers(job["id"], timeout=20)
