@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ import torch
 import torch.multiprocessing as mp
 
 from dlmodels.builder import build_model
+from dlmodels.callbacks import Callback, FitState
+from dlmodels.checkpoint import checkpoint
 from dlmodels.distributed import DataParallel
 from dlmodels.spec import ModelSpec, TrainingSpec
 from dlmodels.training import fit, predict
@@ -44,21 +47,34 @@ def _training(**extra: Any) -> TrainingSpec:
         "validation_split": 0.2, **extra})
 
 
-def _train(model_spec: dict[str, Any], training: TrainingSpec, strategy: Any = None
+def _train(model_spec: dict[str, Any], training: TrainingSpec, strategy: Any = None,
+           callbacks: Sequence[Callback] = (), resume: dict[str, Any] | None = None
            ) -> tuple[list[dict[str, float]], dict[str, torch.Tensor]]:
     torch.manual_seed(training.seed or 0)
     model = build_model(ModelSpec.model_validate(model_spec), loss=training.loss)
     x, y = _data(model_spec)
-    history = fit(model, x, y, training, device=torch.device("cpu"), strategy=strategy)
+    history = fit(model, x, y, training, device=torch.device("cpu"), strategy=strategy,
+                  callbacks=callbacks, resume=resume)
     return history.epochs, model.state_dict()
 
 
-def _rank(rank: int, world: int, init: str, model_spec: dict[str, Any], out: str) -> None:
+class _SaveAt(Callback):
+    def __init__(self, epoch: int, path: Path) -> None:
+        self.epoch, self.path = epoch, path
+
+    def on_epoch_end(self, state: FitState, epoch: int, logs: dict[str, float]) -> None:
+        if epoch == self.epoch:
+            torch.save(checkpoint(state), self.path)
+
+
+def _rank(rank: int, world: int, init: str, model_spec: dict[str, Any], out: str,
+          save_at: int) -> None:
     torch.set_num_threads(1)
     strategy = DataParallel.start(device="cpu", timeout=60, init_method=init, rank=rank,
                                   world=world)
+    callbacks = [_SaveAt(save_at, Path(out) / "checkpoint.pt")] if rank == 0 and save_at else []
     try:
-        epochs, weights = _train(model_spec, _training(), strategy)
+        epochs, weights = _train(model_spec, _training(), strategy, callbacks)
     finally:
         strategy.stop()
     torch.save({"epochs": epochs, "weights": weights}, Path(out) / f"rank{rank}.pt")
@@ -70,9 +86,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _distributed(model_spec: dict[str, Any], world: int, tmp: Path) -> list[dict[str, Any]]:
+def _distributed(model_spec: dict[str, Any], world: int, tmp: Path, save_at: int = 0
+                 ) -> list[dict[str, Any]]:
     init = f"tcp://127.0.0.1:{_free_port()}"
-    mp.spawn(_rank, args=(world, init, model_spec, str(tmp)), nprocs=world, join=True)
+    mp.spawn(_rank, args=(world, init, model_spec, str(tmp), save_at), nprocs=world, join=True)
     return [torch.load(tmp / f"rank{r}.pt", weights_only=True) for r in range(world)]
 
 
@@ -108,3 +125,18 @@ def test_fit_needs_no_process_group() -> None:
     epochs, _ = _train(MLP, _training(epochs=1))
     assert len(epochs) == 1 and not torch.distributed.is_initialized()
     assert "RANK" not in os.environ
+
+
+def test_a_distributed_checkpoint_resumes_on_one_process(tmp_path: Path) -> None:
+    """Weights, optimizer and the shuffle generator are the same on every rank, so a
+    checkpoint taken by 2 processes resumes on 1 exactly (and the other way round)."""
+    torch.set_num_threads(1)
+    full, full_weights = _train(MLP, _training())
+    _distributed(MLP, 2, tmp_path, save_at=2)
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    rest, weights = _train(MLP, _training(), resume=saved)
+    assert [row["epoch"] for row in rest] == [3, 4]
+    for mine, theirs in zip(rest, full[2:], strict=True):
+        assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-4)
+    for key, value in full_weights.items():
+        torch.testing.assert_close(weights[key], value, rtol=1e-4, atol=1e-5)
