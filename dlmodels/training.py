@@ -87,10 +87,16 @@ class _Meters:
             for name in training.metrics}
         self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         self.count = 0
+        self.first_bad = torch.full((), float(2**53), device=device, dtype=torch.float64)
 
     def add_loss(self, loss: torch.Tensor, rows: int) -> None:
         self.loss_sum += loss.detach() * rows
         self.count += rows
+
+    def note_finite(self, loss: torch.Tensor, batch: int) -> None:
+        """Remember the first batch whose loss was not finite (no host sync)."""
+        self.first_bad = torch.minimum(self.first_bad, torch.where(
+            torch.isfinite(loss.detach()), self.first_bad, batch))
 
     def update(self, loss: torch.Tensor, outputs: torch.Tensor, target: torch.Tensor) -> None:
         self.add_loss(loss, len(target))
@@ -262,24 +268,36 @@ def _train_epoch(state: FitState, setup: _Setup, training: TrainingSpec,
             meters.update(loss, outputs, yb)
         else:  # metrics once per epoch, over every rank's outputs
             meters.add_loss(loss, len(yb))
+            meters.note_finite(loss, batch)
             if meters.metrics:
                 kept.append((outputs.detach().float(), yb))
         for callback in batch_callbacks:
             callback.on_batch_end(state, batch)
         if state.stop_training:
             break
-    logs = meters.compute() if strategy.world == 1 else _reduce(meters, kept, training, setup)
+    logs = meters.compute() if strategy.world == 1 else \
+        _reduce(meters, kept, training, setup, state.epoch)
     _check_finite(logs["loss"], state.epoch)
     return logs
 
 
 def _reduce(meters: _Meters, kept: list[tuple[torch.Tensor, torch.Tensor]],
-            training: TrainingSpec, setup: _Setup) -> dict[str, float]:
+            training: TrainingSpec, setup: _Setup, epoch: int) -> dict[str, float]:
     """The epoch's logs over every rank: loss summed, metrics from every rank's outputs."""
     strategy = setup.strategy
-    count = torch.tensor(float(meters.count), dtype=torch.float64, device=meters.loss_sum.device)
-    totals = strategy.reduce_sum(torch.stack([meters.loss_sum.double(), count]))
+    # The loss sum and row count, then each rank's first non-finite batch in its own slot: a
+    # diverged loss names the rank whose share diverged first (the others follow a step later).
+    world = strategy.world
+    totals = torch.zeros(world + 2, dtype=torch.float64, device=meters.loss_sum.device)
+    totals[0], totals[1], totals[2 + strategy.rank] = meters.loss_sum, meters.count, \
+        meters.first_bad
+    totals = strategy.reduce_sum(totals).cpu()
     logs = {"loss": float(totals[0].item() / max(float(totals[1].item()), 1.0))}
+    if not math.isfinite(logs["loss"]):
+        first = totals[2:].min()
+        ranks = ", ".join(str(r) for r in range(world) if totals[2 + r] == first)
+        _check_finite(logs["loss"], epoch, f" (first in the share of rank {ranks}, batch "
+                                           f"{int(first) + 1})")
     if not meters.metrics:
         return logs
     gathered = strategy.gather_rows([torch.cat([o for o, _ in kept]),
@@ -337,11 +355,11 @@ def _fit_standardization(model: SpecModel, x: torch.Tensor) -> None:
     model.input_std.copy_(std.float())
 
 
-def _check_finite(loss: float, epoch: int) -> None:
+def _check_finite(loss: float, epoch: int, where: str = "") -> None:
     if not math.isfinite(loss):
         raise TrainingDiverged(
-            f"the training loss became {loss} at epoch {epoch}; the model diverged. Try a lower "
-            "learning rate, `standardize: true`, or a different initialisation")
+            f"the training loss became {loss} at epoch {epoch}{where}; the model diverged. Try "
+            "a lower learning rate, `standardize: true`, or a different initialisation")
 
 
 def _step_scheduler(scheduler: Any, training: TrainingSpec, logs: dict[str, float]) -> None:

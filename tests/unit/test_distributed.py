@@ -140,3 +140,24 @@ def test_a_distributed_checkpoint_resumes_on_one_process(tmp_path: Path) -> None
         assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-4)
     for key, value in full_weights.items():
         torch.testing.assert_close(weights[key], value, rtol=1e-4, atol=1e-5)
+
+
+def _diverging_rank(rank: int, world: int, init: str) -> None:
+    torch.set_num_threads(1)
+    strategy = DataParallel.start(device="cpu", timeout=60, init_method=init, rank=rank,
+                                  world=world)
+    x, y = _data(MLP)
+    x[1, 0] = np.nan  # row 1 of the first batch: rank 1's share (no shuffle)
+    training = _training(shuffle=False, validation_split=0)
+    model = build_model(ModelSpec.model_validate(MLP), loss=training.loss)
+    try:
+        fit(model, x, y, training, device=torch.device("cpu"), strategy=strategy)
+    finally:
+        strategy.stop()
+
+
+def test_a_diverged_loss_names_the_rank() -> None:
+    with pytest.raises(mp.ProcessRaisedException) as raised:
+        mp.spawn(_diverging_rank, args=(2, f"tcp://127.0.0.1:{_free_port()}"), nprocs=2)
+    assert "TrainingDiverged" in str(raised.value)
+    assert "at epoch 1 (first in the share of rank 1, batch 1)" in str(raised.value)
