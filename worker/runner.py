@@ -99,7 +99,7 @@ def error_kind(error: BaseException) -> str:
     final = next((kind for cls, kind in FINAL_ERRORS.items() if isinstance(error, cls)), None)
     if final is not None:
         return final
-    if isinstance(error, INFRASTRUCTURE | torch.distributed.DistError):
+    if isinstance(error, (*INFRASTRUCTURE, torch.distributed.DistError)) or _collective(error):
         return "infrastructure"
     return "internal_error"
 
@@ -138,6 +138,11 @@ def _end_run(job_id: str, tracker: Tracker, status: str) -> None:
     """End the MLflow run; if MLflow is down, the reaper ends it later (never left RUNNING)."""
     if not tracker.end(status):
         store.mark_mlflow_end_pending(job_id, status)
+
+
+def _collective(error: BaseException) -> bool:
+    """gloo reports a vanished peer or a timed-out collective as a plain RuntimeError."""
+    return isinstance(error, RuntimeError) and "gloo" in str(error)
 
 
 def job_device(spec: JobSpec, strategy: DataParallel | None) -> torch.device:
