@@ -31,8 +31,11 @@ from tests.integration.test_faults import (
 pytestmark = pytest.mark.integration
 
 ENV = {**FAULT_ENV, "TAAS_DISTRIBUTED_TIMEOUT": "20"}
-# torchrun's start-up (~2-8 s on this loaded machine) plus the heartbeat and the reaper.
-BOUND = 60.0
+# From a rank's death to the end of its attempt: the launcher's monitor (0.2 s), the
+# supervisor's poll and the database writes; generous for a shared, loaded machine.
+BOUND = 30.0
+# Whole jobs: torchrun's start-up alone took 3-33 s per job on this machine under load.
+JOB_TIMEOUT = 400.0
 
 
 def dist_job(name: str, epochs: int, processes: int = 2) -> dict[str, Any]:
@@ -64,18 +67,19 @@ def rank_pids(job_id: str) -> list[int]:
             and b"torch.distributed.run" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
 
 
-def assert_no_leftovers(job_id: str, timeout: float = 15) -> None:
+def assert_no_leftovers(job_id: str, timeout: float = 60) -> None:
     wait_until(lambda: not job_processes(job_id), timeout, f"no process of job {job_id}", 0.2)
 
 
 def test_a_distributed_job_trains_and_serves_like_any_job(stack_factory: StackFactory) -> None:
     stack = stack_factory("postgres-redis", env=ENV)
     with stack.client() as client:
-        two = wait(client, submit(client, dist_job("dist-e2e", epochs=30))["id"], timeout=180)
+        two = wait(client, submit(client, dist_job("dist-e2e", epochs=30))["id"],
+                   timeout=JOB_TIMEOUT)
         assert two["status"] == "succeeded", (two, stack.logs())
         one_body = dist_job("dist-e2e-one", epochs=30)
         del one_body["training"]["distributed"]
-        one = wait(client, submit(client, one_body)["id"], timeout=180)
+        one = wait(client, submit(client, one_body)["id"], timeout=JOB_TIMEOUT)
         assert one["status"] == "succeeded", one
         assert two["summary"]["processes"] == 2 and one["summary"]["processes"] == 1
         assert_complete_history(client, two["id"], 30)
@@ -99,15 +103,18 @@ def test_a_distributed_job_trains_and_serves_like_any_job(stack_factory: StackFa
 
 def _killed_rank_case(stack: Stack, client: httpx.Client, name: str, sig: int) -> None:
     job = submit(client, dist_job(name, epochs=600))
-    wait_running_past(client, job["id"], 20, timeout=120)
+    wait_running_past(client, job["id"], 20, timeout=JOB_TIMEOUT)
     ranks = rank_pids(job["id"])
     assert len(ranks) == 2, ranks
     os.kill(max(ranks), sig)  # the rank started last: usually rank 1
     started = time.monotonic()
-    job = wait(client, job["id"], timeout=240)
+    wait_until(lambda: client.get(f"/v1/jobs/{job['id']}").json()["attempt"] >= 2
+               or client.get(f"/v1/jobs/{job['id']}").json()["status"] != "running",
+               BOUND, "the end of attempt 1", 0.1)
+    assert time.monotonic() - started < BOUND
+    job = wait(client, job["id"], timeout=JOB_TIMEOUT)
     assert job["status"] == "succeeded", (job, stack.logs())
     assert job["attempt"] == 2  # the lost attempt was retried, from its checkpoint
-    assert time.monotonic() - started < BOUND + 120
     assert_complete_history(client, job["id"], 600)
     assert_no_leftovers(job["id"])
 
@@ -129,28 +136,28 @@ def test_cancel_stops_every_rank(stack_factory: StackFactory) -> None:
     stack = stack_factory("postgres-redis", env=ENV)
     with stack.client() as client:
         job = submit(client, dist_job("dist-cancel", epochs=100000))
-        wait_running_past(client, job["id"], 5, timeout=120)
+        wait_running_past(client, job["id"], 5, timeout=JOB_TIMEOUT)
         assert len(rank_pids(job["id"])) == 2
         assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
         started = time.monotonic()
-        assert_no_leftovers(job["id"], timeout=10)  # a heartbeat (0.5 s) and the kill
-        assert time.monotonic() - started < 10
+        assert_no_leftovers(job["id"], timeout=20)  # a heartbeat (0.5 s) and the kill
+        assert time.monotonic() - started < 20
         assert wait(client, job["id"])["status"] == "cancelled"
         # The worker takes new work afterwards.
         assert wait(client, submit(client, dist_job("dist-after", 3))["id"],
-                    timeout=180)["status"] == "succeeded"
+                    timeout=JOB_TIMEOUT)["status"] == "succeeded"
 
 
 def test_a_killed_celery_worker_leaves_no_rank(stack_factory: StackFactory) -> None:
     stack = stack_factory("postgres-redis", env=ENV)
     with stack.client() as client:
         job = submit(client, dist_job("dist-kill-worker", epochs=600))
-        wait_running_past(client, job["id"], 20, timeout=120)
+        wait_running_past(client, job["id"], 20, timeout=JOB_TIMEOUT)
         stack.processes["worker0"].stop(signal.SIGKILL)
         # The Celery child dies with its parent and its launcher and ranks with it.
         assert_no_leftovers(job["id"], timeout=20)
         stack.start_worker("worker1")
-        job = wait(client, job["id"], timeout=240)
+        job = wait(client, job["id"], timeout=JOB_TIMEOUT)
         assert job["status"] == "succeeded" and job["attempt"] == 2, job
         assert_complete_history(client, job["id"], 600)
     assert_no_leftovers(job["id"])
@@ -161,7 +168,7 @@ def test_two_distributed_jobs_at_once_on_one_host(stack_factory: StackFactory) -
     with stack.client() as client:
         ids = [submit(client, dist_job(f"dist-pair-{i}", epochs=40))["id"] for i in range(2)]
         for job_id in ids:
-            job = wait(client, job_id, timeout=240)
+            job = wait(client, job_id, timeout=JOB_TIMEOUT)
             assert job["status"] == "succeeded", (job, stack.logs())
             assert_complete_history(client, job_id, 40)
             assert_no_leftovers(job_id)
@@ -171,6 +178,8 @@ def test_more_processes_than_allowed_is_refused_before_queueing(
         stack_factory: StackFactory) -> None:
     stack = stack_factory("embedded", env={**ENV, "TAAS_MAX_PROCESSES_PER_JOB": "2"})
     with stack.client() as client:
-        response = client.post("/v1/jobs", json=dist_job("dist-too-many", 3, processes=3))
+        body = dist_job("dist-too-many", 3, processes=3)
+        body["training"]["batch_size"] = 4
+        response = client.post("/v1/jobs", json=body)
         assert response.status_code == 422, response.text
         assert response.json()["error"]["loc"] == ["training", "distributed", "processes"]
