@@ -73,6 +73,12 @@ class Settings(BaseSettings):
                                         "stream's reads of the database (per connection).")
     events_max_seconds: float = Field(3600.0, gt=0, description="Longest a live event stream "
                                       "stays open; clients reconnect with Last-Event-ID.")
+    max_processes_per_job: int | None = Field(
+        None, ge=1, description="Most processes one data-parallel job may train on; default: "
+        "the worker's CPU count (its GPU count for device cuda).")
+    distributed_timeout: float = Field(
+        60.0, gt=0, description="Seconds a data-parallel job's collective (an all-reduce) may "
+        "wait for a rank before the attempt fails: a dead rank never hangs the others.")
     max_dataset_bytes: int = Field(256 * 2**20, ge=1024, description="Largest upload.")
     max_request_bytes: int = Field(32 * 2**20, ge=1024)
     webhook_allow_private: bool = Field(

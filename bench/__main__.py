@@ -22,6 +22,7 @@ BENCHMARKS = {
     "B5": "bench.b5_scale",
     "B6": "bench.b6_memory",
     "B7": "bench.b7_sweep",
+    "B8": "bench.b8_distributed",
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 

@@ -43,6 +43,8 @@ MAX_PADDING = MAX_WINDOW // 2
 MAX_EPOCHS = 100_000
 """`epochs`; also bounds the other counts of epochs: `step_size`, `t_max` and `patience`."""
 MAX_BATCH_SIZE = 1_000_000
+MAX_PROCESSES = 256
+"""`distributed.processes`, one host's processes; a worker caps it lower (its CPUs or GPUs)."""
 MAX_SEED = 2**32 - 1
 """Seeds (training and datasets): what numpy's legacy seeding and torch both take."""
 MAX_LR = 10.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from torch import nn
 
 from dlmodels.activations import make_activation
@@ -87,6 +87,8 @@ class Summary(BaseModel):
     trainable_params: int
     param_bytes: int
     activation_bytes_per_sample: int
+    processes: int = Field(1, description="Processes that train the job (data-parallel when "
+                           "more than one).")
 
     def to_text(self) -> str:
         """The table Keras' `model.summary()` prints."""
@@ -101,7 +103,8 @@ class Summary(BaseModel):
                  f"Trainable params: {self.trainable_params:,}",
                  f"Non-trainable params: {self.total_params - self.trainable_params:,}",
                  f"Parameter memory: {_mib(self.param_bytes)}",
-                 f"Activation memory per sample: {_mib(self.activation_bytes_per_sample)}", line]
+                 f"Activation memory per sample: {_mib(self.activation_bytes_per_sample)}",
+                 f"Processes: {self.processes}", line]
         return "\n".join(text)
 
 

@@ -26,6 +26,7 @@ from dlmodels.bounds import (
     MAX_MIN_DELTA,
     MAX_NAME_LENGTH,
     MAX_NESTING,
+    MAX_PROCESSES,
     MAX_SEED,
 )
 from dlmodels.layers import AnyLayer, InitSpec, LayerSpec
@@ -106,6 +107,12 @@ class EarlyStopping(Strict):
     restore_best_weights: bool = False
 
 
+class Distributed(Strict):
+    processes: int = Field(1, ge=1, le=MAX_PROCESSES, examples=[2], description=(
+        "Processes that train the job data-parallel (torch.distributed: gloo on CPU, NCCL on "
+        "CUDA with one GPU per process); batch_size stays the global batch."))
+
+
 class TrainingSpec(Strict):
     optimizer: OptimizerSpec = Field(examples=[{"type": "adam", "lr": 0.001}])
     loss: LossName = Field(examples=["mse"])
@@ -126,11 +133,25 @@ class TrainingSpec(Strict):
         "optimizer state and metrics stay float32); faster on GPUs with bf16 (Ampere and newer) "
         "and on CPUs with AMX/AVX-512 BF16, usually slower elsewhere.")
 
+    distributed: Distributed | None = Field(None, examples=[{"processes": 2}])
+
     @model_validator(mode="after")
     def _unique_metrics(self) -> TrainingSpec:
         if len(set(self.metrics)) != len(self.metrics):
             raise ValueError("metrics lists a name twice")
         return self
+
+    @model_validator(mode="after")
+    def _processes_fit_batch(self) -> TrainingSpec:
+        if self.processes > self.batch_size:  # each rank needs a row of every batch
+            raise ValueError(f"distributed.processes ({self.processes}) is larger than "
+                             f"batch_size ({self.batch_size}): every process needs a row of "
+                             "each batch")
+        return self
+
+    @property
+    def processes(self) -> int:
+        return self.distributed.processes if self.distributed is not None else 1
 
 
 class InlineData(Strict):

@@ -22,7 +22,8 @@ from torch import nn
 from dlmodels.builder import SpecModel
 from dlmodels.callbacks import Callback, EarlyStopping, FitState
 from dlmodels.checkpoint import restore
-from dlmodels.errors import TrainingDiverged
+from dlmodels.distributed import Forward, Local, Strategy, min_last_batch
+from dlmodels.errors import SpecError, TrainingDiverged
 from dlmodels.losses import LOSSES, decode_labels, target_labels
 from dlmodels.metrics import METRICS, Metric, create_metric
 from dlmodels.optimizers import PlateauLR, build_scheduler
@@ -86,10 +87,19 @@ class _Meters:
             for name in training.metrics}
         self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         self.count = 0
+        self.first_bad = torch.full((), float(2**53), device=device, dtype=torch.float64)
+
+    def add_loss(self, loss: torch.Tensor, rows: int) -> None:
+        self.loss_sum += loss.detach() * rows
+        self.count += rows
+
+    def note_finite(self, loss: torch.Tensor, batch: int) -> None:
+        """Remember the first batch whose loss was not finite (no host sync)."""
+        self.first_bad = torch.minimum(self.first_bad, torch.where(
+            torch.isfinite(loss.detach()), self.first_bad, batch))
 
     def update(self, loss: torch.Tensor, outputs: torch.Tensor, target: torch.Tensor) -> None:
-        self.loss_sum += loss.detach() * len(target)
-        self.count += len(target)
+        self.add_loss(loss, len(target))
         if not self.metrics:  # the usual case in training: nothing more per batch
             return
         outputs = outputs.detach().float()  # bf16 under autocast; a no-op for float32
@@ -132,26 +142,31 @@ class _Setup:
     loss_fn: nn.Module
     classes: int
     batchnorm: bool
+    strategy: Strategy
+    forward: Forward
 
 
 def fit(model: SpecModel, x: np.ndarray, y: np.ndarray, training: TrainingSpec, *,
         callbacks: Sequence[Callback] = (), device: torch.device | None = None,
-        resume: dict[str, Any] | None = None) -> History:
+        resume: dict[str, Any] | None = None, strategy: Strategy | None = None) -> History:
     """Train `model` in place on (x, y) as `training` says; returns the per-epoch history.
 
     Callbacks see every epoch's logs (loss, metrics, val_*) and may stop training by setting
     `state.stop_training` (early stopping, cancellation) or raising. `resume` is a dict made by
     `dlmodels.checkpoint.checkpoint()` at the end of an epoch: training goes on from the next one.
+    `strategy` spreads the run over processes (`dlmodels.distributed.DataParallel`); pass the
+    worker's callbacks to rank 0 only. Default: one process, no torch.distributed at all.
     """
+    strategy = strategy or Local()
     device = device or resolve_device(training.device, training.precision)
     if training.seed is not None:
         torch.manual_seed(training.seed)
-    setup = _prepare(model, x, y, training, device)
+    setup = _prepare(model, x, y, training, device, strategy)
     optimizer = training.optimizer.build(p for p in model.parameters() if p.requires_grad)
     scheduler = build_scheduler(training.lr_scheduler, optimizer, training.epochs) \
         if training.lr_scheduler else None
-    generator = torch.Generator().manual_seed(training.seed if training.seed is not None
-                                              else int(torch.seed() % 2**63))
+    generator = torch.Generator().manual_seed(strategy.shared_seed(
+        training.seed if training.seed is not None else int(torch.seed() % 2**63)))
     state = FitState(model=model, optimizer=optimizer, epochs=training.epochs,
                      scheduler=scheduler, generator=generator)
     if resume is not None:
@@ -165,14 +180,17 @@ def fit(model: SpecModel, x: np.ndarray, y: np.ndarray, training: TrainingSpec, 
     for epoch in range(state.epoch + 1, training.epochs + 1):
         state.epoch = epoch
         logs = _train_epoch(state, setup, training, callbacks)
-        if len(setup.x_val):
-            logs |= evaluate(model, setup.x_val, setup.y_val, training, setup.classes,
-                             prefix="val_")
+        if len(setup.x_val):  # once, over the whole validation set (rank 0's, broadcast)
+            logs |= strategy.from_rank0(
+                evaluate(model, setup.x_val, setup.y_val, training, setup.classes,
+                         prefix="val_") if strategy.rank == 0 else None)
         logs["lr"] = optimizer.param_groups[0]["lr"]
         _step_scheduler(scheduler, training, logs)
         history.epochs.append({"epoch": epoch, **logs})
         for callback in callbacks:
             callback.on_epoch_end(state, epoch, logs)
+        if strategy.world > 1:  # rank 0's callbacks decide for every rank
+            state.stop_training = strategy.from_rank0(state.stop_training)
         if state.stop_training:
             history.stopped_early = epoch < training.epochs
             break
@@ -183,7 +201,7 @@ def fit(model: SpecModel, x: np.ndarray, y: np.ndarray, training: TrainingSpec, 
 
 
 def _prepare(model: SpecModel, x: np.ndarray, y: np.ndarray, training: TrainingSpec,
-             device: torch.device) -> _Setup:
+             device: torch.device, strategy: Strategy) -> _Setup:
     ys = prepare_targets(y, training.loss)
     train_idx, val_idx = split(len(x), training.validation_split, training.seed,
                                labels=_class_labels(ys, training.loss))
@@ -198,9 +216,13 @@ def _prepare(model: SpecModel, x: np.ndarray, y: np.ndarray, training: TrainingS
     with torch.no_grad():
         classes = num_classes(model.logits(x_train[:1]))
     batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if strategy.world > 1 and len(x_train) < min_last_batch(strategy.world, batchnorm):
+        raise SpecError(f"the training set has {len(x_train)} rows, too few for "
+                        f"{strategy.world} processes", loc=("training", "distributed"))
     return _Setup(x_train, y_train, _to_device(xs[val_idx], device),
                   _to_device(ys[val_idx], device),
-                  LOSSES.get(training.loss).make(), classes, batchnorm)
+                  LOSSES.get(training.loss).make(), classes, batchnorm, strategy,
+                  strategy.wrap(model, device))
 
 
 def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -212,45 +234,87 @@ def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def _train_epoch(state: FitState, setup: _Setup, training: TrainingSpec,
                  callbacks: Sequence[Callback]) -> dict[str, float]:
-    model, optimizer = state.model, state.optimizer
+    model, optimizer, strategy = state.model, state.optimizer, setup.strategy
     x_train, y_train = setup.x_train, setup.y_train
     meters = _Meters(training, setup.classes, x_train.device)
     model.train()
     order = torch.randperm(len(x_train), generator=state.generator).to(x_train.device) \
         if training.shuffle else None
-    starts = _batch_starts(len(x_train), training.batch_size, setup.batchnorm)
+    if order is None and strategy.world > 1:
+        order = torch.arange(len(x_train), device=x_train.device)
+    starts = _batch_starts(len(x_train), training.batch_size,
+                           min_last_batch(strategy.world, setup.batchnorm))
     # Only callbacks that watch batches are called per batch (most only watch epochs).
     batch_callbacks = [c for c in callbacks
                        if type(c).on_batch_end is not Callback.on_batch_end]
     mixed = autocast(training, x_train.device)  # one context, entered per batch
+    kept: list[tuple[torch.Tensor, torch.Tensor]] = []  # a distributed run's outputs, for metrics
     for batch, start in enumerate(starts):
         stop = starts[batch + 1] if batch + 1 < len(starts) else len(x_train)
         if order is None:
             xb, yb = x_train[start:stop], y_train[start:stop]  # views, no copy
         else:
-            idx = order[start:stop]
+            idx = strategy.shard(order[start:stop])  # this rank's rows of the global batch
             xb, yb = x_train[idx], y_train[idx]
         with mixed:
-            outputs = model.logits(xb)
+            outputs = setup.forward(xb)
             loss = setup.loss_fn(outputs, yb)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # Weighted by this rank's share: the ranks' averaged gradient is the global batch's.
+        (loss * (len(yb) * strategy.world / (stop - start)) if strategy.world > 1
+         else loss).backward()
         optimizer.step()
-        meters.update(loss, outputs, yb)
+        if strategy.world == 1:
+            meters.update(loss, outputs, yb)
+        else:  # metrics once per epoch, over every rank's outputs
+            meters.add_loss(loss, len(yb))
+            meters.note_finite(loss, batch)
+            if meters.metrics:
+                kept.append((outputs.detach().float(), yb))
         for callback in batch_callbacks:
             callback.on_batch_end(state, batch)
         if state.stop_training:
             break
-    logs = meters.compute()
+    logs = meters.compute() if strategy.world == 1 else \
+        _reduce(meters, kept, training, setup, state.epoch)
     _check_finite(logs["loss"], state.epoch)
     return logs
 
 
-def _batch_starts(n: int, batch_size: int, batchnorm: bool) -> list[int]:
-    """Where each batch starts; with batchnorm a last batch of one sample joins the one before,
-    since batchnorm cannot normalise a batch of one."""
+def _reduce(meters: _Meters, kept: list[tuple[torch.Tensor, torch.Tensor]],
+            training: TrainingSpec, setup: _Setup, epoch: int) -> dict[str, float]:
+    """The epoch's logs over every rank: loss summed, metrics from every rank's outputs."""
+    strategy = setup.strategy
+    # The loss sum and row count, then each rank's first non-finite batch in its own slot: a
+    # diverged loss names the rank whose share diverged first (the others follow a step later).
+    world = strategy.world
+    totals = torch.zeros(world + 2, dtype=torch.float64, device=meters.loss_sum.device)
+    totals[0], totals[1], totals[2 + strategy.rank] = meters.loss_sum, meters.count, \
+        meters.first_bad
+    totals = strategy.reduce_sum(totals).cpu()
+    logs = {"loss": float(totals[0].item() / max(float(totals[1].item()), 1.0))}
+    if not math.isfinite(logs["loss"]):
+        first = totals[2:].min()
+        ranks = ", ".join(str(r) for r in range(world) if totals[2 + r] == first)
+        _check_finite(logs["loss"], epoch, f" (first in the share of rank {ranks}, batch "
+                                           f"{int(first) + 1})")
+    if not meters.metrics:
+        return logs
+    gathered = strategy.gather_rows([torch.cat([o for o, _ in kept]),
+                                     torch.cat([t for _, t in kept])])
+    if gathered is not None:  # rank 0
+        full = _Meters(training, setup.classes, torch.device("cpu"))
+        full.update(torch.zeros(()), *gathered)
+        logs |= {k: v for k, v in full.compute().items() if k != "loss"}
+    metrics: dict[str, float] = strategy.from_rank0(logs)
+    return metrics
+
+
+def _batch_starts(n: int, batch_size: int, min_last: int = 1) -> list[int]:
+    """Where each batch starts; a last batch shorter than `min_last` rows joins the one before
+    (batchnorm cannot normalise one row; in a distributed run every rank needs its share)."""
     starts = list(range(0, n, batch_size))
-    if batchnorm and len(starts) > 1 and n - starts[-1] == 1:
+    if len(starts) > 1 and n - starts[-1] < min_last:
         starts.pop()
     return starts
 
@@ -291,11 +355,11 @@ def _fit_standardization(model: SpecModel, x: torch.Tensor) -> None:
     model.input_std.copy_(std.float())
 
 
-def _check_finite(loss: float, epoch: int) -> None:
+def _check_finite(loss: float, epoch: int, where: str = "") -> None:
     if not math.isfinite(loss):
         raise TrainingDiverged(
-            f"the training loss became {loss} at epoch {epoch}; the model diverged. Try a lower "
-            "learning rate, `standardize: true`, or a different initialisation")
+            f"the training loss became {loss} at epoch {epoch}{where}; the model diverged. Try "
+            "a lower learning rate, `standardize: true`, or a different initialisation")
 
 
 def _step_scheduler(scheduler: Any, training: TrainingSpec, logs: dict[str, float]) -> None:

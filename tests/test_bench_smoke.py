@@ -21,7 +21,7 @@ from tests.integration.stack import PG_ADMIN_URL, REDIS_URL, ROOT
 
 pytestmark = pytest.mark.integration
 
-BENCHMARKS = ["B1", "B2", "B3", "B4", "B5", "B6", "B7"]
+BENCHMARKS = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"]
 
 
 def _needs_postgres_and_redis() -> None:

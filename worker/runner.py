@@ -24,12 +24,14 @@ from api.queue import dispatch
 from api.services.data import check_job
 from api.settings import Settings
 from dlmodels.builder import build_model
+from dlmodels.distributed import DataParallel
 from dlmodels.errors import SpecError, TrainingDiverged
 from dlmodels.serialize import sha256, weights_to_bytes
 from dlmodels.spec import JobSpec
 from dlmodels.training import fit, resolve_device
 from worker import store
 from worker.callbacks import LostOwnership, ReportProgress, SaveCheckpoints
+from worker.distributed import supervise
 from worker.heartbeat import Heartbeat
 from worker.pruning import PruneTrial, SweepTrial, TrialPruned, load_trial
 from worker.tracking import Tracker, TrackingUnavailable
@@ -60,6 +62,20 @@ def run_job(job_id: str, settings: Settings) -> None:
     with session_scope() as session:
         job = session.get(Job, job_id)
         assert job is not None
+        distributed = (job.spec.get("training") or {}).get("distributed") or {}
+    if int(distributed.get("processes", 1)) > 1:  # the spec was validated when submitted
+        supervise(job_id, attempt, settings)
+    else:
+        run_attempt(job_id, attempt, settings)
+
+
+def run_attempt(job_id: str, attempt: int, settings: Settings,
+                strategy: DataParallel | None = None) -> None:
+    """One attempt, in this process; with `strategy`, as rank 0 of a data-parallel job, which
+    leaves an infrastructure loss or a bug to the supervising task (it sees every rank)."""
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
         name, tenant, queue, raw_spec = job.name, job.tenant, job.queue, job.spec
         sweep_id, trial_number = job.sweep_id, job.trial
     tracker = Tracker(tracking_uri=settings.mlflow_tracking_uri,
@@ -68,13 +84,27 @@ def run_job(job_id: str, settings: Settings) -> None:
         trial = load_trial(sweep_id, trial_number)
         with Heartbeat(job_id, attempt, settings.heartbeat_interval) as heartbeat:
             ended = _train(job_id, attempt, name, tenant, JobSpec.model_validate(raw_spec),
-                           tracker, settings, heartbeat, trial)
+                           tracker, settings, heartbeat, trial, strategy)
         _end_run(job_id, tracker, ended)
     except LostOwnership as error:  # cancelled: the database already says so
         log.info("%s", error)
         _end_run(job_id, tracker, "KILLED")
     except Exception as error:
+        if strategy is not None and error_kind(error) not in FINAL_ERRORS.values():
+            _end_run(job_id, tracker, "FAILED")
+            raise
         _handle_failure(job_id, attempt, queue, error, tracker, settings)
+
+
+def error_kind(error: BaseException) -> str:
+    """A final error type, `infrastructure` (another attempt may work: a lost rank, the
+    database), or `internal_error` (a bug)."""
+    final = next((kind for cls, kind in FINAL_ERRORS.items() if isinstance(error, cls)), None)
+    if final is not None:
+        return final
+    if isinstance(error, (*INFRASTRUCTURE, torch.distributed.DistError)) or _collective(error):
+        return "infrastructure"
+    return "internal_error"
 
 
 def _handle_failure(job_id: str, attempt: int, queue: str, error: Exception, tracker: Tracker,
@@ -113,7 +143,22 @@ def _end_run(job_id: str, tracker: Tracker, status: str) -> None:
         store.mark_mlflow_end_pending(job_id, status)
 
 
-def _resume_state(job_id: str, attempt: int) -> dict[str, object] | None:
+def _collective(error: BaseException) -> bool:
+    """gloo reports a vanished peer or a timed-out collective as a plain RuntimeError."""
+    return isinstance(error, RuntimeError) and "gloo" in str(error)
+
+
+def job_device(spec: JobSpec, strategy: DataParallel | None) -> torch.device:
+    try:
+        device = resolve_device(spec.training.device, spec.training.precision)
+    except RuntimeError as error:
+        raise DeviceUnavailable(str(error)) from None
+    if device.type == "cuda" and strategy is not None:  # one GPU per process
+        return torch.device("cuda", strategy.local_rank)
+    return device
+
+
+def resume_state(job_id: str, attempt: int) -> dict[str, object] | None:
     if attempt == 1:
         return None
     saved = store.load_checkpoint(job_id)
@@ -125,12 +170,10 @@ def _resume_state(job_id: str, attempt: int) -> dict[str, object] | None:
 
 
 def _train(job_id: str, attempt: int, name: str, tenant: str, spec: JobSpec, tracker: Tracker,
-           settings: Settings, heartbeat: Heartbeat, trial: SweepTrial | None) -> str:
+           settings: Settings, heartbeat: Heartbeat, trial: SweepTrial | None,
+           strategy: DataParallel | None) -> str:
     """Train and store the job; its MLflow run's end status (a pruned trial's is KILLED)."""
-    try:
-        device = resolve_device(spec.training.device, spec.training.precision)
-    except RuntimeError as error:
-        raise DeviceUnavailable(str(error)) from None
+    device = job_device(spec, strategy)
     with session_scope() as session:
         summary, (x, y) = check_job(spec, session=session, tenant=tenant)
     experiment_id, run_id = tracker.start(job_id=job_id, name=name, tenant=tenant,
@@ -152,7 +195,7 @@ def _train(job_id: str, attempt: int, name: str, tenant: str, spec: JobSpec, tra
     with progress:
         try:
             fit(model, x, y, spec.training, callbacks=[progress, checkpoints, *pruning],
-                device=device, resume=_resume_state(job_id, attempt))
+                device=device, resume=resume_state(job_id, attempt), strategy=strategy)
         except TrialPruned as stop:
             pruned = stop
     if pruned is not None:

@@ -70,7 +70,7 @@ def check_job(spec: JobSpec, *, session: Session, tenant: str) -> tuple[Summary,
     validate_data_shapes(spec.model, spec.training, summary, list(x.shape), list(y.shape), loc)
     validate_labels(spec.training, summary, y, (*loc, "y") if spec.data.inline else loc)
     _check_token_ids(spec.model, x, loc)
-    return summary, (x, y)
+    return summary.model_copy(update={"processes": spec.training.processes}), (x, y)
 
 
 def data_loc(data: DataSpec) -> tuple[str, ...]:

@@ -115,6 +115,10 @@ def check_model_size(summary: Summary, settings: Settings) -> None:
 
 def _check_size(*, spec: JobSpec, summary: Summary, samples: int, settings: Settings) -> None:
     check_model_size(summary, settings)
+    limit = settings.max_processes_per_job  # unset: the worker's own CPUs or GPUs decide
+    if limit is not None and spec.training.processes > limit:
+        raise InvalidInput(f"{spec.training.processes} processes; the limit is {limit} "
+                           "(TAAS_MAX_PROCESSES_PER_JOB)", ["training", "distributed", "processes"])
     work = spec.training.epochs * samples
     if work > settings.max_epoch_samples:
         raise InvalidInput(f"{spec.training.epochs} epochs x {samples} samples = {work:,}; the "
