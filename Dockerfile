@@ -20,10 +20,17 @@ RUN python -m venv /opt/taas
 # torch first, in a layer of its own: by far the largest dependency, and it changes
 # rarely, so editing the sources does not download it again.
 RUN pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} torch==2.13.0
+# The project's dependencies, read from pyproject.toml alone: this layer is rebuilt only
+# when they change, not on every edit of the sources.
+RUN --mount=type=bind,source=pyproject.toml,target=/tmp/pyproject.toml \
+    python -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
 # The project (non-editable). The build context is bind-mounted rather than copied: only
 # the installed package ends up in the image; `rw` lets the build backend write scratch files.
 RUN --mount=type=bind,target=/src,rw \
-    pip install /src
+    pip install --no-deps /src
 
 # --- runtime: no compiler, no pip cache, no build context -------------------------------
 FROM ${PYTHON_IMAGE}

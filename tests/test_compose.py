@@ -367,7 +367,7 @@ def test_dockerfile_installs_the_project(services: dict) -> None:
     torch_at = next(
         i for i, r in enumerate(runs) if re.search(r"pip install\b.*torch==2\.13\.0", r)
     )
-    project_at = next(i for i, r in enumerate(runs) if re.search(r"pip install /src", r))
+    project_at = next(i for i, r in enumerate(runs) if re.search(r"pip install\b.*/src$", r))
     assert torch_at < project_at, "torch must be installed (and cached) before the project"
 
     copies = " ".join(args for op, args in instructions if op in {"COPY", "ADD"})

@@ -87,8 +87,9 @@ export DOCKER_HOST="${DOCKER_HOST:-unix:///var/run/docker.sock}"
 # --- stand-in base images -----------------------------------------------------------------
 # Rebuilt only when their recipe (or the host's CA bundle) changes; the label says which.
 CA_BUNDLE="${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}"
-recipe=$( (cd "$HERE/standins" && find . -type f | sort | xargs sha256sum; sha256sum "$CA_BUNDLE" \
-    ) | sha256sum | cut -c1-16)
+BASE_RECIPE="bookworm minbase, CA bundle in /usr/local/share/host-ca"  # change when the import changes
+recipe=$( (cd "$HERE/standins" && find . -type f | sort | xargs sha256sum; sha256sum "$CA_BUNDLE";
+    echo "$BASE_RECIPE") | sha256sum | cut -c1-16)
 standin_ok() {
     [ "$("$DOCKER" image inspect -f '{{index .Config.Labels "taas.standin"}}' "$1" 2>/dev/null)" = "$recipe" ]
 }
@@ -105,13 +106,14 @@ if ! standin_ok postgres:16 || ! standin_ok redis:7 || ! standin_ok python:3.11-
             rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
             touch "$rootfs.done"
         fi
-        # The TLS proxy's certificate, for pip inside the stand-ins (never in the taas Dockerfile).
-        mkdir -p "$rootfs/etc/ssl/certs"
-        cp "$CA_BUNDLE" "$rootfs/etc/ssl/certs/ca-certificates.crt"
+        # The TLS proxy's certificate, for pip inside the stand-ins (never in the taas
+        # Dockerfile); out of /etc/ssl, which Debian's ca-certificates package rewrites.
+        mkdir -p "$rootfs/usr/local/share/host-ca"
+        cp "$CA_BUNDLE" "$rootfs/usr/local/share/host-ca/ca-certificates.crt"
         tar -C "$rootfs" -c . | "$DOCKER" import \
             --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-            --change 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' \
-            --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
+            --change 'ENV PIP_CERT=/usr/local/share/host-ca/ca-certificates.crt' \
+            --change 'ENV SSL_CERT_FILE=/usr/local/share/host-ca/ca-certificates.crt' \
             --change 'CMD ["bash"]' - "$base" >/dev/null
     fi
     for pair in postgres:postgres:16 redis:redis:7 python:python:3.11-slim; do
