@@ -40,7 +40,7 @@ class Compose:
         return result.stdout
 
     def up(self) -> None:
-        self("up", "-d", "--no-build", "--wait", "--wait-timeout", "300")
+        self("up", "-d", "--no-build", "--wait", "--wait-timeout", "900")
 
 
 @pytest.fixture(scope="session")

@@ -128,8 +128,16 @@ if ! standin_ok postgres:16 || ! standin_ok redis:7 || ! standin_ok python:3.11-
 fi
 
 # --- the taas image -----------------------------------------------------------------------
-# torch comes from this machine's wheel directory, served on a free loopback port.
-wheel_port=$(free_port)
+# torch comes from this machine's wheel directory, served on a free loopback port. The
+# port is part of the build's cache key (a build argument): the last one is reused if free.
+wheel_port=$(cat "$CACHE/wheel-port" 2>/dev/null || true)
+port_free() {  # as http.server binds: SO_REUSEADDR, so connections in TIME_WAIT do not count
+    "$PY" -c 'import socket, sys; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
+}
+if [ -z "$wheel_port" ] || ! port_free "$wheel_port"; then
+    wheel_port=$(free_port)
+    echo "$wheel_port" > "$CACHE/wheel-port"
+fi
 "$PY" -m http.server --bind 127.0.0.1 --directory "${PIP_FIND_LINKS:-/opt/wheels}" "$wheel_port" \
     > "$LOGS/wheels.log" 2>&1 &
 wheel_server=$!
@@ -155,7 +163,7 @@ set -a; . "$RUNDIR/compose.env"; set +a
 compose --env-file "$RUNDIR/compose.env" down -v --remove-orphans >/dev/null 2>&1 || true
 step "docker compose up"
 up_start=$SECONDS
-compose --env-file "$RUNDIR/compose.env" up -d --no-build --wait --wait-timeout 300
+compose --env-file "$RUNDIR/compose.env" up -d --no-build --wait --wait-timeout 900
 echo "start: $((SECONDS - up_start))s to every service healthy"
 
 step "pytest tests/docker"
