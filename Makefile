@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-integration lint typecheck bench clean
+.PHONY: install run test test-unit test-integration test-docker lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test-unit: $(STAMP)
 
 test-integration: $(STAMP)
 	$(BIN)/python -m pytest -q -m integration
+
+# Builds the images and runs the compose stack end to end (root: it may start dockerd).
+test-docker: $(STAMP)
+	VENV=$(VENV) bash tests/docker/run.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
