@@ -128,6 +128,21 @@ class Best(BaseModel):
     value: float
 
 
+class PromoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"alias": "champion"}]})
+    alias: str = Field(min_length=1, max_length=100, description="The alias of the best "
+                       "trial's model to point at the best trial's version.")
+
+
+class Promoted(BaseModel):
+    model: str = Field(description="The registered model the best trial's job is a version of.")
+    version: int
+    alias: str
+    trial: int
+    job_id: str
+
+
 class TrialCounts(BaseModel):
     queued: int = 0
     running: int = 0

@@ -11,7 +11,14 @@ from api.db import read
 from api.deps import SessionDep, SettingsDep, TenantDep
 from api.schemas import BODY_ERRORS, V1_ERRORS, errors
 from api.services import sweeps
-from api.sweep_schemas import SweepCreate, SweepOut, SweepPage, TrialOut
+from api.sweep_schemas import (
+    Promoted,
+    PromoteRequest,
+    SweepCreate,
+    SweepOut,
+    SweepPage,
+    TrialOut,
+)
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], responses=errors(*V1_ERRORS))
 
@@ -66,3 +73,14 @@ def cancel_sweep(sweep_id: str, session: SessionDep, tenant: TenantDep,
     sweeps.cancel_sweep(sweep_id=sweep_id, tenant=tenant)
     return sweeps.sweep_out(session, sweeps.get_sweep(session, sweep_id=sweep_id,
                                                       tenant=tenant), settings)
+
+
+@router.post("/{sweep_id}/promote", response_model=Promoted,
+             responses=errors(*BODY_ERRORS, 404, 409, 422, descriptions={
+                 409: "`conflict`: no trial has succeeded yet.",
+                 422: "`validation_error`: an alias MLflow reserves (a number, `latest`, "
+                      "`v<n>`)."}),
+             summary="Point a model alias at the sweep's best trial's version")
+def promote_sweep(sweep_id: str, body: PromoteRequest, session: SessionDep,
+                  tenant: TenantDep) -> Promoted:
+    return sweeps.promote_best(session, sweep_id=sweep_id, tenant=tenant, alias=body.alias)

@@ -14,12 +14,21 @@ from api.errors import Conflict, NotFound, Unavailable
 from api.lifecycle import job_status_changed
 from api.models import Job, JobStatus, Sweep, SweepStatus, new_id, utcnow
 from api.queue import dispatch_sweep_step
+from api.services import models
 from api.services.jobs import _decode_cursor, _encode_cursor
 from api.services.sweep_check import check_sweep, split_path
 from api.services.sweep_lock import locked_sweep
 from api.services.sweep_steps import notify_sweep_finished, request_step
 from api.settings import Settings
-from api.sweep_schemas import Best, Objective, SweepCreate, SweepOut, TrialCounts, TrialOut
+from api.sweep_schemas import (
+    Best,
+    Objective,
+    Promoted,
+    SweepCreate,
+    SweepOut,
+    TrialCounts,
+    TrialOut,
+)
 
 log = logging.getLogger("taas.sweeps")
 
@@ -140,3 +149,20 @@ def cancel_sweep(*, sweep_id: str, tenant: str) -> None:
         request_step(session, sweep.id)
         notify_sweep_finished(session, sweep)
         session.commit()
+
+
+def promote_best(session: Session, *, sweep_id: str, tenant: str, alias: str) -> Promoted:
+    """Point `alias` of the best trial's model at the version that trial registered (the best
+    so far while the sweep runs); 409 while there is no best trial."""
+    sweep = get_sweep(session, sweep_id=sweep_id, tenant=tenant)
+    if not sweep.best:
+        raise Conflict(f"sweep {sweep.id} has no succeeded trial yet ({sweep.status}); "
+                       "there is nothing to promote")
+    best = Best(**sweep.best)
+    found = models.version_of_job(session, job_id=best.job_id)
+    if found is None:
+        raise Conflict(f"the best trial's job {best.job_id} registered no model version")
+    name, version = found
+    models.set_alias(session, tenant=tenant, name=name, alias=alias, version=version)
+    return Promoted(model=name, version=version, alias=alias, trial=best.trial,
+                    job_id=best.job_id)

@@ -139,6 +139,6 @@ def _fresh_redis_database() -> str:
 
 def _raise_if_crashed(processes: object) -> None:
     crashed = [p for p in processes if isinstance(p, Process)  # type: ignore[attr-defined]
-               and p.popen.returncode not in (0, -15, None)]
+               and p.popen.returncode not in (0, -15, None) and not p.killed_by_stop]
     assert not crashed, "\n".join(f"{p.name} exited {p.popen.returncode}:\n{p.tail()}"
                                   for p in crashed)

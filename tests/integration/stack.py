@@ -48,8 +48,11 @@ class Process:
     name: str
     popen: subprocess.Popen[bytes]
     log: Path
+    # Set when stop() had to SIGKILL: a process too slow to shut down on a loaded machine is
+    # not a crash (its exit code -9 is ours, not its own).
+    killed_by_stop: bool = False
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
         if self.popen.poll() is not None:
             return
         os.killpg(self.popen.pid, sig)
@@ -57,6 +60,7 @@ class Process:
             self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
             os.killpg(self.popen.pid, signal.SIGKILL)
+            self.killed_by_stop = True
             self.popen.wait(5)
 
     def tail(self, lines: int = 40) -> str:

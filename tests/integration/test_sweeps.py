@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
+from standardwebhooks import Webhook as Verifier
 
 from tests.integration.conftest import StackFactory
+from tests.integration.receiver import Receiver
 from tests.integration.stack import Stack
 from tests.integration.sweeps import (
     TRIAL_FINAL,
@@ -28,7 +30,9 @@ pytestmark = pytest.mark.integration
 
 def test_a_seeded_random_sweep_finds_its_best_trial(stack: Stack) -> None:
     body = sweep_body(base=heights_base(epochs=10))
-    with stack.client() as client:
+    with stack.client() as client, Receiver() as receiver:
+        hook = client.post("/v1/webhooks", json={"url": receiver.url,
+                                                 "events": ["sweep.finished"]}).json()
         sweep = wait(client, start(client, body)["id"])
         assert sweep["status"] == "succeeded", sweep
         found = trials(client, sweep["id"])
@@ -49,12 +53,49 @@ def test_a_seeded_random_sweep_finds_its_best_trial(stack: Stack) -> None:
         assert {job["sweep_id"] for job in jobs} == {sweep["id"]}
         answer = client.post(f"/v1/jobs/{best['job_id']}/predict", json={"inputs": [[80]]})
         assert answer.status_code == 200, answer.text
+        _check_finished_hook(receiver, hook, sweep)
+        _check_promote(client, sweep, answer.json()["predictions"])
+        assert client.delete(f"/v1/webhooks/{hook['id']}").status_code == 204
 
     runs = MlflowClient(stack.mlflow_url).search_runs(
         [sweep["mlflow_url"].split("/experiments/")[1].split("/")[0]],
         f"tags.`mlflow.parentRunId` = '{sweep['mlflow_run_id']}'")
     assert sorted(run.data.tags["taas.job_id"] for run in runs) == \
         sorted(t["job_id"] for t in found)
+
+
+def _check_finished_hook(receiver: Receiver, hook: dict[str, Any],
+                         sweep: dict[str, Any]) -> None:
+    """The sweep's ending reached the receiver, signed, with the sweep as the API shows it."""
+    ours: list[dict[str, Any]] = []
+
+    def arrived() -> bool:
+        payloads = [Verifier(hook["secret"]).verify(r.body, r.headers) for r in receiver.requests]
+        ours[:] = [p for p in payloads if p["data"]["id"] == sweep["id"]]
+        return bool(ours)
+    deadline = time.monotonic() + 60
+    while not arrived() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(ours) == 1 and ours[0]["type"] == "sweep.finished", ours
+    assert ours[0]["data"]["status"] == "succeeded"
+    assert ours[0]["data"]["best"] == sweep["best"]
+
+
+def _check_promote(client: Any, sweep: dict[str, Any], predictions: Any) -> None:
+    """Promoting the winner points an alias at its version, which answers as the best job."""
+    promoted = client.post(f"/v1/sweeps/{sweep['id']}/promote", json={"alias": "champion"})
+    assert promoted.status_code == 200, promoted.text
+    found = promoted.json()
+    assert (found["trial"], found["job_id"]) == (sweep["best"]["trial"], sweep["best"]["job_id"])
+    model = client.get(f"/v1/models/{found['model']}").json()
+    assert model["aliases"]["champion"] == found["version"]
+    by_alias = client.post(f"/v1/models/{found['model']}/aliases/champion/predict",
+                           json={"inputs": [[80]]})
+    assert by_alias.status_code == 200, by_alias.text
+    assert by_alias.json()["version"] == found["version"]
+    assert by_alias.json()["predictions"] == predictions
+    bad = client.post(f"/v1/sweeps/{sweep['id']}/promote", json={"alias": "latest"})
+    assert bad.status_code == 422, bad.text
 
 
 def test_a_clearly_bad_region_is_pruned_and_the_sweep_still_succeeds(stack: Stack) -> None:
