@@ -171,9 +171,12 @@ def _add_registry_commands(sub: Any) -> None:
         func=_client("sweeps_list"))
     for name, text in (("show", "a sweep: status, trial counts, best"),
                        ("trials", "a sweep's trials"), ("cancel", "stop a sweep"),
-                       ("promote", "register the best trial's model")):
+                       ("promote", "point a model alias at the best trial's version")):
         command = _add(sweeps, name, help=text)
         command.add_argument("sweep_id", metavar="ID")
+        if name == "promote":
+            command.add_argument("--alias", default="champion",
+                                 help="the alias to move (default: champion)")
         command.set_defaults(func=_client(f"sweeps_{name}"))
 
 

@@ -230,9 +230,11 @@ class Client:
         result: dict[str, Any] = self.request("POST", f"/v1/sweeps/{sweep_id}/cancel")
         return result
 
-    def promote_sweep(self, sweep_id: str) -> dict[str, Any]:
-        """Register the sweep's best trial as its model's version."""
-        result: dict[str, Any] = self.request("POST", f"/v1/sweeps/{sweep_id}/promote")
+    def promote_sweep(self, sweep_id: str, alias: str = "champion") -> dict[str, Any]:
+        """Point the model alias `alias` at the sweep's best trial's version:
+        `{model, version, alias, trial, job_id}`."""
+        result: dict[str, Any] = self.request("POST", f"/v1/sweeps/{sweep_id}/promote",
+                                              json={"alias": alias})
         return result
 
 

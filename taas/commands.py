@@ -257,6 +257,6 @@ def sweeps_cancel(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 
 def sweeps_promote(client: Client, args: argparse.Namespace, out: Output) -> int:
-    found = client.promote_sweep(args.sweep_id)
+    found = client.promote_sweep(args.sweep_id, alias=args.alias)
     out.data(found, render.table([found]))
     return exits.SUCCEEDED
