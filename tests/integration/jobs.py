@@ -10,7 +10,7 @@ import httpx
 
 from api.schemas import HEIGHTS_EXAMPLE
 
-FINAL = {"succeeded", "failed", "cancelled"}
+FINAL = {"succeeded", "failed", "cancelled", "pruned"}
 
 # The README's heights example, seeded so every run of a test trains the same model.
 HEIGHTS: dict[str, Any] = copy.deepcopy(HEIGHTS_EXAMPLE)
