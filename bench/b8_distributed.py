@@ -43,9 +43,10 @@ def run(config: Config, services: Services) -> BenchResult:
         out = Path(tmp) / "out.json"
         one = _run([sys.executable, "-m", "bench.b8_rank", "local", str(out), str(rows),
                     str(epochs)], out)
+        began = time.time()
         two = _run(_torchrun(2, "ddp", str(out), str(rows), str(epochs)), out)
-        startups, failed = [], 0
-        for _ in range(config.pick(3, 1)):
+        startups, failed = [two["joined_at"] - began], 0
+        for _ in range(config.pick(2, 0)):  # more start-ups, with nothing to train
             began = time.time()
             try:
                 joined = _run(_torchrun(2, "noop", str(out), "0", "0"), out)["joined_at"]
