@@ -241,8 +241,9 @@ ERROR_RESPONSES: dict[int, dict[str, Any]] = {
 # What every /v1 operation can answer: the request guard (api.middleware) authenticates (401)
 # and rate-limits (429) before routing, with the database (503); parameters are validated (422).
 V1_ERRORS = (401, 422, 429, 503)
-# What any operation taking a body can answer, also from the request guard.
-BODY_ERRORS = (413, 415)
+# What any operation taking a body can answer: a body that is not text FastAPI can parse
+# (400), and the request guard's size and media type checks.
+BODY_ERRORS = (400, 413, 415)
 
 
 def errors(*codes: int, descriptions: dict[int, str] | None = None
