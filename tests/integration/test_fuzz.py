@@ -319,12 +319,15 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 def _cancel_in_flight(stack: Stack) -> None:
-    """Cancel whatever generated submissions queued, so later tests find an idle worker."""
+    """Cancel whatever generated submissions queued, so later tests find an idle worker, and
+    remove generated webhooks."""
     with stack.client() as http:
         for status in ("queued", "running"):
             page = http.get("/v1/jobs", params={"status": status, "limit": 500}).json()
             for job in page["jobs"]:
                 http.post(f"/v1/jobs/{job['id']}/cancel")
+        for webhook in http.get("/v1/webhooks").json():  # generated endpoints get no events
+            http.delete(f"/v1/webhooks/{webhook['id']}")
 
 
 def _run_operation(stack: Stack, strategy: st.SearchStrategy[schemathesis.Case],

@@ -4,13 +4,17 @@ package, retries with the same webhook-id, refused private destinations, tenancy
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, insert
 from standardwebhooks import Webhook as Verifier
 
+from api.models import WebhookDelivery
 from tests.integration.conftest import StackFactory
 from tests.integration.jobs import HEIGHTS, spec, submit, wait
 from tests.integration.receiver import Receiver
@@ -120,3 +124,24 @@ def test_private_destinations_are_refused_and_webhooks_belong_to_their_tenant(
     assert a.delete(f"/v1/webhooks/{webhook_id}").status_code == 204
     assert a.delete(f"/v1/webhooks/{webhook_id}").status_code == 404
     assert json.loads(a.get("/v1/webhooks").text) == []
+
+
+def test_the_reaper_sends_a_delivery_whose_message_was_lost(hook: Any, stack: Stack) -> None:
+    """A delivery committed but never sent to the broker (the API or worker died right after
+    the commit) is found by the worker's reaper and sent."""
+    _, receiver, created = hook
+    url = stack.env.get("TAAS_DATABASE_URL") or \
+        f"sqlite:///{stack.env['TAAS_DATA_DIR']}/taas.db"
+    engine = create_engine(url)
+    long_ago = datetime.now(UTC) - timedelta(hours=1)
+    lost_id = f"msg_{uuid.uuid4().hex}"
+    payload = {"type": "job.failed", "timestamp": long_ago.isoformat(), "data": {"id": "lost"}}
+    with engine.begin() as connection:
+        connection.execute(insert(WebhookDelivery.__table__).values(
+            id=lost_id, webhook_id=created["id"], type="job.failed",
+            payload=payload, status="pending", attempts=0, next_at=long_ago,
+            dispatched_at=long_ago, created_at=long_ago))
+    engine.dispose()
+    requests = receiver.wait_for(1, timeout=60)
+    assert requests[0].headers["webhook-id"] == lost_id
+    assert _verified(created["secret"], requests[0]) == payload
