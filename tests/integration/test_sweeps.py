@@ -100,24 +100,25 @@ def _check_promote(client: Any, sweep: dict[str, Any], predictions: Any) -> None
 
 def test_a_clearly_bad_region_is_pruned_and_the_sweep_still_succeeds(stack: Stack) -> None:
     # lr 1e-7 stalls where 0.05 learns: after two finished trials, the median pruner stops
-    # every stalled one within a few epochs. One trial at a time, so the seed fixes the order.
+    # stalled ones after its 5 warm-up epochs. One trial at a time, so the seed fixes the order.
     body = sweep_body(
         base=heights_base(epochs=20),
         parameters={"training.optimizer.lr": {"type": "categorical", "choices": [0.05, 1e-7]},
                     "model.layers.0.units": {"type": "int", "low": 16, "high": 64}},
-        pruner={"type": "median", "n_startup_trials": 2, "n_warmup_steps": 2},
+        pruner={"type": "median", "n_startup_trials": 2, "n_warmup_steps": 5},
         max_trials=7, max_parallel=1, sampler={"type": "random", "seed": 3})
     with stack.client() as client:
         sweep = wait(client, start(client, body)["id"])
         assert sweep["status"] == "succeeded", sweep
         found = trials(client, sweep["id"])
         pruned = [t for t in found if t["status"] == "pruned"]
-        assert pruned, found
+        # A good trial may be pruned too (lr 0.05 can overshoot in its first epochs): that is
+        # the pruner's call; the stalled ones must be among the pruned.
+        assert any(t["params"]["training.optimizer.lr"] == 1e-7 for t in pruned), found
         for t in pruned:
-            assert t["params"]["training.optimizer.lr"] == 1e-7
             job = client.get(f"/v1/jobs/{t['job_id']}").json()
             assert job["status"] == "pruned" and job["error"]["type"] == "pruned"
-            assert 2 <= job["progress"]["epoch"] < 20
+            assert 5 <= job["progress"]["epoch"] < 20
             history = client.get(f"/v1/jobs/{t['job_id']}/metrics").json()
             assert [row["epoch"] for row in history] == list(
                 range(1, job["progress"]["epoch"] + 1))
