@@ -8,9 +8,10 @@ not, the production tests skip, except with CI=true, where that fails the run.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import psycopg
 import pytest
@@ -142,3 +143,24 @@ def _raise_if_crashed(processes: object) -> None:
                and p.popen.returncode not in (0, -15, None) and not p.killed_by_stop]
     assert not crashed, "\n".join(f"{p.name} exited {p.popen.returncode}:\n{p.tail()}"
                                   for p in crashed)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Headless Chromium driven by selenium: the system's chromium and chromedriver."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if chromium is None or driver_path is None:
+        _unreachable("chromium and chromedriver (install them with .ci/apt-packages)",
+                     FileNotFoundError("not on PATH"))
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                     "--disable-gpu", "--window-size=1400,1000"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(driver_path), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()

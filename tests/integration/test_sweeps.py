@@ -12,6 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from standardwebhooks import Webhook as Verifier
 
+from tests.integration.browser import check_nested
 from tests.integration.conftest import StackFactory
 from tests.integration.receiver import Receiver
 from tests.integration.stack import Stack
@@ -28,7 +29,7 @@ from tests.integration.sweeps import (
 pytestmark = pytest.mark.integration
 
 
-def test_a_seeded_random_sweep_finds_its_best_trial(stack: Stack) -> None:
+def test_a_seeded_random_sweep_finds_its_best_trial(stack: Stack, browser: Any) -> None:
     body = sweep_body(base=heights_base(epochs=10))
     with stack.client() as client, Receiver() as receiver:
         hook = client.post("/v1/webhooks", json={"url": receiver.url,
@@ -62,6 +63,10 @@ def test_a_seeded_random_sweep_finds_its_best_trial(stack: Stack) -> None:
         f"tags.`mlflow.parentRunId` = '{sweep['mlflow_run_id']}'")
     assert sorted(run.data.tags["taas.job_id"] for run in runs) == \
         sorted(t["job_id"] for t in found)
+    # In a real browser: the sweep's run is one row in its experiment's table, the trials
+    # nested under it.
+    check_nested(browser, sweep["mlflow_url"], sweep["mlflow_run_id"],
+                 [run.info.run_id for run in runs])
 
 
 def _check_finished_hook(receiver: Receiver, hook: dict[str, Any],
