@@ -15,7 +15,7 @@ from api.lifecycle import job_status_changed
 from api.models import Job, JobStatus, Sweep, SweepStatus, new_id, utcnow
 from api.queue import dispatch_sweep_step
 from api.services import models
-from api.services.jobs import _decode_cursor, _encode_cursor
+from api.services.jobs import MODEL_TRAINING_VIEW, _decode_cursor, _encode_cursor
 from api.services.sweep_check import check_sweep, split_path
 from api.services.sweep_lock import locked_sweep
 from api.services.sweep_steps import notify_sweep_finished, request_step
@@ -90,7 +90,7 @@ def sweep_out(session: Session, sweep: Sweep, settings: Settings) -> SweepOut:
     url = None
     if sweep.mlflow_run_id and sweep.mlflow_experiment_id:
         url = (f"{settings.mlflow_public_url}/#/experiments/{sweep.mlflow_experiment_id}"
-               f"/runs/{sweep.mlflow_run_id}")
+               f"/runs/{sweep.mlflow_run_id}?{MODEL_TRAINING_VIEW}")  # as a job's link
     return SweepOut(id=sweep.id, name=sweep.name, status=SweepStatus(sweep.status).value,
                     trials=TrialCounts(**trial_counts(session, sweep.id)),
                     best=Best(**sweep.best) if sweep.best else None,
