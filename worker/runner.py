@@ -198,6 +198,9 @@ def _train(job_id: str, attempt: int, name: str, tenant: str, spec: JobSpec, tra
                 device=device, resume=resume_state(job_id, attempt), strategy=strategy)
         except TrialPruned as stop:
             pruned = stop
+        except BaseException:  # cancelled, diverged, failed: keep the epochs it finished
+            progress.store_remaining()
+            raise
     if pruned is not None:
         return _pruned(job_id, attempt, progress, pruned)
     model.to("cpu").eval()
