@@ -180,6 +180,12 @@ def _changed(session: Session, result: Any, job_id: str, status: JobStatus) -> b
     return True
 
 
+def status(job_id: str) -> str:
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        return "missing" if job is None else str(job.status)
+
+
 def load_checkpoint(job_id: str) -> JobCheckpoint | None:
     with session_scope() as session:
         found = session.get(JobCheckpoint, job_id)

@@ -59,6 +59,18 @@ def test_a_cancelled_job_keeps_every_epoch_mlflow_holds(stack_factory: StackFact
         assert job["status"] == "cancelled", running
         epochs = assert_same_history(client, stack, job)
     assert len(epochs) >= 1 and epochs == list(range(1, len(epochs) + 1))
+    assert_logged_as(stack, job_id, "cancelled")
+
+
+def assert_logged_as(stack: Stack, job_id: str, status: str) -> None:
+    """The worker's lines about the job carry its id, its end is logged with its real status
+    (also on Celery's own outcome line), and MLflow's prints are no warnings."""
+    log = stack.processes["worker0"].log.read_text(errors="replace")
+    assert f"job={job_id}: job {job_id} ended: {status}" in log, log
+    outcome = [line for line in log.splitlines() if "Task taas.train_job[" in line
+               and " succeeded in " in line]
+    assert outcome and all(f"'job {job_id} {status}'" in line for line in outcome), outcome
+    assert "celery.redirected" not in log and "View run" not in log, log
 
 
 def test_a_diverged_job_keeps_the_epochs_before_the_nan(stack_factory: StackFactory) -> None:
@@ -74,3 +86,4 @@ def test_a_diverged_job_keeps_the_epochs_before_the_nan(stack_factory: StackFact
         assert diverged_at >= 2, job
         epochs = assert_same_history(client, stack, job)
     assert epochs == list(range(1, diverged_at))
+    assert_logged_as(stack, job["id"], "failed")
