@@ -157,7 +157,8 @@ def _owned(job: J | None, *, job_id: str, tenant: str) -> J:
 
 @dataclass(frozen=True)
 class FinishedJob:
-    """A final-state job's answer: final states never change, so it can be kept."""
+    """A final-state job's answer: final states never change, so it can be kept (once a
+    cancelled job's worker has had time to store its last epochs)."""
 
     tenant: str
     body: bytes
