@@ -28,7 +28,7 @@ from dlmodels.training import History
 from worker import store
 from worker.heartbeat import Heartbeat
 from worker.retry import with_backoff
-from worker.tracking import Tracker
+from worker.tracking import Tracker, TrackingUnavailable
 
 log = logging.getLogger("taas.worker")
 
@@ -140,11 +140,29 @@ class ReportProgress(Callback):
                 raise
             log.warning("progress of job %s kept for later: %s", self.job_id, error)
             return
+        if not owned:  # the rows stay for `store_remaining` (a cancelled job keeps them)
+            raise LostOwnership(f"job {self.job_id} attempt {self.attempt} no longer runs")
         self._rows = []
         if saved is not None:
             self._checkpoint = None
-        if not owned:
-            raise LostOwnership(f"job {self.job_id} attempt {self.attempt} no longer runs")
+
+    def store_remaining(self) -> None:
+        """After training stopped early (cancelled, diverged, any error): store the epochs it
+        finished but had not stored yet, in MLflow and the database, so both hold the same
+        history however the job ends. Best effort: the ending's own error is what matters."""
+        self._stop_writer()
+        self._drain()
+        try:
+            self.tracker.flush()
+        except TrackingUnavailable as error:  # the ending says what matters
+            log.warning("metrics of job %s not sent to MLflow: %s", self.job_id, error)
+        try:
+            stored = store.record_remaining(self.job_id, self.attempt, self._rows)
+        except SQLAlchemyError as error:
+            log.warning("last epochs of job %s not stored: %s", self.job_id, error)
+            return
+        if stored:
+            self._rows = []
 
     def _drain(self) -> None:
         while not self._queue.empty():

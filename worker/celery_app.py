@@ -12,12 +12,19 @@ import os
 from typing import Any
 
 import torch
-from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
+from celery.signals import (
+    setup_logging,
+    worker_init,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+)
 from kombu import Exchange, Queue
 
 from api.db import get_engine
 from api.queue import WEBHOOK_QUEUE, make_celery
 from api.settings import get_settings
+from worker.logs import configure
 from worker.reaper import Reaper
 
 app = make_celery(get_settings())
@@ -29,6 +36,12 @@ app.conf.task_queues = [Queue("cpu"),
 app.conf.include = ["worker.tasks"]
 
 _processes = 1
+
+
+@setup_logging.connect
+def _setup_logging(loglevel: int | None = None, **_: Any) -> None:
+    """Our log format (with the job id) instead of Celery's; stdout is not redirected."""
+    configure(loglevel or logging.INFO)
 
 
 @worker_init.connect

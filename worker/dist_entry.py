@@ -27,6 +27,7 @@ from dlmodels.distributed import DataParallel
 from dlmodels.spec import JobSpec
 from dlmodels.training import fit
 from worker.dist_launch import die_with_parent, rank_pid_file
+from worker.logs import configure, job_logging
 from worker.runner import error_kind, job_device, resume_state, run_attempt
 
 log = logging.getLogger("taas.worker")
@@ -88,5 +89,6 @@ def _note(run_dir: Path, rank: int, note: dict[str, object]) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
-    sys.exit(main(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])))
+    configure(logging.INFO)
+    with job_logging(sys.argv[1]):
+        sys.exit(main(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])))

@@ -54,11 +54,12 @@ FINAL_ERRORS: dict[type[Exception], str] = {
 INFRASTRUCTURE = (SQLAlchemyError, ConnectionError, OSError)
 
 
-def run_job(job_id: str, settings: Settings) -> None:
+def run_job(job_id: str, settings: Settings) -> str:
+    """Runs an attempt of the job; its status after it (`queued` when re-queued)."""
     attempt = store.claim(job_id)
     if attempt is None:
         log.info("job %s is not queued (duplicate delivery or cancelled); skipping", job_id)
-        return
+        return "skipped (not queued)"
     with session_scope() as session:
         job = session.get(Job, job_id)
         assert job is not None
@@ -67,6 +68,7 @@ def run_job(job_id: str, settings: Settings) -> None:
         supervise(job_id, attempt, settings)
     else:
         run_attempt(job_id, attempt, settings)
+    return store.status(job_id)
 
 
 def run_attempt(job_id: str, attempt: int, settings: Settings,
@@ -198,6 +200,9 @@ def _train(job_id: str, attempt: int, name: str, tenant: str, spec: JobSpec, tra
                 device=device, resume=resume_state(job_id, attempt), strategy=strategy)
         except TrialPruned as stop:
             pruned = stop
+        except BaseException:  # cancelled, diverged, failed: keep the epochs it finished
+            progress.store_remaining()
+            raise
     if pruned is not None:
         return _pruned(job_id, attempt, progress, pruned)
     model.to("cpu").eval()

@@ -95,6 +95,26 @@ def record_progress(job_id: str, attempt: int, rows: list[dict[str, Any]],
         return True
 
 
+def record_remaining(job_id: str, attempt: int, rows: list[dict[str, Any]]) -> bool:
+    """Store the epoch rows an attempt had not stored yet when its training stopped early.
+
+    Allowed while the attempt runs, and also after a cancel (the job is no longer running, but
+    the epochs it trained are still its history); never once another attempt claimed the job
+    (`attempt` moved on). False if nothing could be written.
+    """
+    if not rows:
+        return True
+    with session_scope() as session:
+        owns = session.execute(update(Job).where(
+            Job.id == job_id, Job.attempt == attempt,
+            Job.status.in_((JobStatus.running, JobStatus.cancelled))).values(**_progress(rows)))
+        if not owns.rowcount:  # type: ignore[attr-defined]
+            return False
+        _replace_epochs(session, job_id, rows)
+        events.epochs_recorded(session, job_id=job_id, rows=rows)
+        return True
+
+
 def _progress(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The job row's columns that a progress write moves (always the heartbeat)."""
     if not rows:
@@ -158,6 +178,12 @@ def _changed(session: Session, result: Any, job_id: str, status: JobStatus) -> b
         return False
     job_status_changed(session, job_id=job_id, status=status)
     return True
+
+
+def status(job_id: str) -> str:
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        return "missing" if job is None else str(job.status)
 
 
 def load_checkpoint(job_id: str) -> JobCheckpoint | None:

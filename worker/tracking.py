@@ -35,6 +35,8 @@ from worker.retry import with_backoff
 # its deadline (TAAS_TRACKING_TIMEOUT), decides instead.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+# MLflow prints a run's links to stdout when it ends; `end` logs them once instead.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 T = TypeVar("T")
 
@@ -214,6 +216,7 @@ class Tracker:
         run_id = self.run_id
         try:
             self._retry(lambda: self.client.set_terminated(run_id, status=status), "end run")
+            log.info("MLflow run %s ended as %s", run_id, status)
             return True
         except TrackingUnavailable as error:
             log.warning("could not end MLflow run %s as %s: %s", run_id, status, error)

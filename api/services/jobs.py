@@ -7,7 +7,7 @@ import contextlib
 import logging
 import threading
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Row, and_, bindparam, func, or_, select, text, update
@@ -157,7 +157,8 @@ def _owned(job: J | None, *, job_id: str, tenant: str) -> J:
 
 @dataclass(frozen=True)
 class FinishedJob:
-    """A final-state job's answer: final states never change, so it can be kept."""
+    """A final-state job's answer: final states never change, so it can be kept (once a
+    cancelled job's worker has had time to store its last epochs)."""
 
     tenant: str
     body: bytes
@@ -198,9 +199,20 @@ def _status_answer(job: Any, *, job_id: str, tenant: str, settings: Settings,
                    finished: LRUCache[FinishedJob]) -> bytes:
     job = _owned(job, job_id=job_id, tenant=tenant)
     body = job_out(job, settings).model_dump_json().encode()
-    if JobStatus(job.status).is_final:
+    if JobStatus(job.status).is_final and not _worker_may_still_write(job, settings):
         finished.put(job.id, FinishedJob(job.tenant, body))
     return body
+
+
+def _worker_may_still_write(job: Any, settings: Settings) -> bool:
+    """A job cancelled while running: its worker stores the epochs it trained once it sees the
+    cancel (within a heartbeat and an epoch), so its answer is not final before a worker would
+    be taken as lost."""
+    if job.status != JobStatus.cancelled or job.started_at is None or job.finished_at is None:
+        return False
+    finished_at = job.finished_at if job.finished_at.tzinfo else \
+        job.finished_at.replace(tzinfo=UTC)
+    return bool(utcnow() - finished_at < timedelta(seconds=settings.heartbeat_timeout))
 
 
 def list_jobs(session: Session, *, tenant: str, status: str | None, limit: int,

@@ -141,6 +141,19 @@ class JobLifecycle(RuleBasedStateMachine):
             store.fail(self.job_id, attempt, error_type="x", message="y")
         self.alive.discard(attempt)
 
+    @precondition(lambda self: bool(self.alive))
+    @rule(data=st.data())
+    def store_last_epochs(self, data: st.DataObject) -> None:
+        from worker import store
+
+        attempt = data.draw(st.sampled_from(sorted(self.alive)))
+        before = self._job()
+        stored = store.record_remaining(self.job_id, attempt, [{"epoch": 1, "loss": 1.0}])
+        # The attempt that owns the job, while it runs or after a cancel; never a stale one.
+        assert stored == (before.attempt == attempt
+                          and before.status in ("running", "cancelled"))
+        assert self._job().status == before.status
+
     @invariant()
     def final_states_never_change(self) -> None:
         status = self._job().status
