@@ -319,9 +319,12 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 def _cancel_in_flight(stack: Stack) -> None:
-    """Cancel whatever generated submissions queued, so later tests find an idle worker, and
-    remove generated webhooks."""
+    """Cancel whatever generated submissions queued (sweeps first: a running sweep would ask
+    for new trials), so later tests find an idle worker, and remove generated webhooks."""
     with stack.client() as http:
+        for sweep in http.get("/v1/sweeps", params={"limit": 500}).json()["sweeps"]:
+            if sweep["status"] in ("queued", "running"):
+                http.post(f"/v1/sweeps/{sweep['id']}/cancel")
         for status in ("queued", "running"):
             page = http.get("/v1/jobs", params={"status": status, "limit": 500}).json()
             for job in page["jobs"]:
@@ -342,10 +345,10 @@ def _run_operation(stack: Stack, strategy: st.SearchStrategy[schemathesis.Case],
                 break
             time.sleep(min(float(response.headers.get("retry-after", ["1"])[0]), 5))
             response = case.call(base_url=stack.api_url, timeout=TIMEOUT)
-        if case.path == "/v1/jobs" and case.method.upper() == "POST" \
+        if case.path in ("/v1/jobs", "/v1/sweeps") and case.method.upper() == "POST" \
                 and response.status_code == 202:
             # A generated spec that happens to be valid: fine, but it need not train.
-            httpx.post(f"{stack.api_url}/v1/jobs/{response.json()['id']}/cancel",
+            httpx.post(f"{stack.api_url}{case.path}/{response.json()['id']}/cancel",
                        timeout=TIMEOUT)
         case.validate_response(response, checks=CHECKS)
 
