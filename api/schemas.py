@@ -146,7 +146,8 @@ class ModelOut(BaseModel):
 
 class AliasSet(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"version": 2}]})
-    version: int = Field(ge=1)
+    # Bounded by the database's integer column (a bigger number is no version, not a 500).
+    version: int = Field(ge=1, le=2**31 - 1)
 
 
 class Health(BaseModel):
