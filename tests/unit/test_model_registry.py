@@ -40,6 +40,10 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     db.reset()
 
 
+# A job's status change writes its public view (the live event stream), summary included.
+SUMMARY = {"input_shape": [1], "layers": [], "total_params": 0, "trainable_params": 0,
+           "param_bytes": 0, "activation_bytes_per_sample": 0}
+
 def _succeeded_job(tenant: str, name: str) -> str:
     from api.db import session_scope
     from api.models import Job, JobStatus, new_id, utcnow
@@ -48,7 +52,7 @@ def _succeeded_job(tenant: str, name: str) -> str:
     job_id = new_id()
     with session_scope() as session:
         session.add(Job(id=job_id, tenant=tenant, name=name, status=JobStatus.queued, spec={},
-                        summary={}, epochs=1, dispatched_at=utcnow()))
+                        summary=SUMMARY, epochs=1, dispatched_at=utcnow()))
     attempt = store.claim(job_id)
     assert attempt is not None
     assert store.succeed(job_id, attempt, weights=b"w", sha256="0" * 64)
