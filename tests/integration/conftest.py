@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -164,3 +165,26 @@ def browser() -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+@contextmanager
+def own_postgres_stack(*, workdir: Path, mlflow_url: str, env: dict[str, str]) -> Iterator[Stack]:
+    """A Postgres + Redis stack of a module's own (a database of its own, dropped afterwards):
+    one worker and the API, with `env` over the base environment."""
+    try:
+        name = create_database("taas_test")
+        broker = free_redis_url()
+    except (psycopg.OperationalError, redis.exceptions.ConnectionError) as error:
+        _unreachable("Postgres/Redis", error)
+    full = base_env(workdir, mlflow_url) | {"TAAS_DATABASE_URL": database_url(name),
+                                            "TAAS_BROKER_URL": broker} | env
+    built = Stack(kind="postgres-redis", api_url=f"http://127.0.0.1:{free_port()}", env=full,
+                  mlflow_url=mlflow_url, workdir=workdir)
+    try:
+        migrate(full)
+        built.start_worker()
+        built.start_api()
+        yield built
+    finally:
+        built.stop()
+        drop_database(name)

@@ -5,29 +5,21 @@ can cut): versions registered by succeeded jobs, aliases kept in step with MLflo
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
-import redis
 from mlflow.tracking import MlflowClient
 
+from tests.integration.conftest import own_postgres_stack
 from tests.integration.jobs import HEIGHTS, spec
 from tests.integration.proxy import Proxy
 from tests.integration.stack import (
     Stack,
-    base_env,
-    create_database,
-    database_url,
-    drop_database,
     free_port,
-    free_redis_url,
-    migrate,
     wait_until,
 )
 
@@ -49,29 +41,13 @@ def mlflow_proxy(mlflow_server: str) -> Iterator[Proxy]:
 
 @pytest.fixture(scope="module")
 def reg(mlflow_proxy: Proxy, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    try:
-        name = create_database("taas_test")
-        broker = free_redis_url()
-    except (psycopg.OperationalError, redis.exceptions.ConnectionError) as error:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"Postgres/Redis unreachable ({error})", pytrace=False)
-        pytest.skip(f"Postgres/Redis unreachable ({error})")
-    workdir = tmp_path_factory.mktemp("models")
     mlflow_url = f"http://127.0.0.1:{mlflow_proxy.port}"
-    env = base_env(workdir, mlflow_url) | {
-        "TAAS_API_KEYS": ",".join(f"{tenant}:{key}" for tenant, key in KEYS.items()),
-        "TAAS_DATABASE_URL": database_url(name), "TAAS_BROKER_URL": broker,
-        "TAAS_HEARTBEAT_INTERVAL": "0.5"}  # the reaper's round: alias syncs to MLflow
-    built = Stack(kind="postgres-redis", api_url=f"http://127.0.0.1:{free_port()}", env=env,
-                  mlflow_url=mlflow_url, workdir=workdir)
-    try:
-        migrate(env)
-        built.start_worker()
-        built.start_api()
+    with own_postgres_stack(workdir=tmp_path_factory.mktemp("models"), mlflow_url=mlflow_url,
+                            env={"TAAS_API_KEYS": ",".join(f"{tenant}:{key}" for tenant, key
+                                                           in KEYS.items()),
+                                 # the reaper's round: alias syncs to MLflow
+                                 "TAAS_HEARTBEAT_INTERVAL": "0.5"}) as built:
         yield built
-    finally:
-        built.stop()
-        drop_database(name)
 
 
 def client(stack: Stack, tenant: str) -> httpx.Client:

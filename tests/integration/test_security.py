@@ -27,23 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
-import redis
 import sqlalchemy as sa
 import torch
 
+from tests.integration.conftest import own_postgres_stack
 from tests.integration.jobs import FINAL, HEIGHTS, spec
 from tests.integration.stack import (
     ROOT,
     Stack,
-    base_env,
-    create_database,
-    database_url,
-    drop_database,
-    free_port,
-    free_redis_url,
-    migrate,
 )
 
 pytestmark = pytest.mark.integration
@@ -77,27 +69,11 @@ HEIGHTS_Y = HEIGHTS["data"]["inline"]["y"]
 @pytest.fixture(scope="module")
 def sec(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Postgres + Redis, one worker, the API; auth on for KEYS' tenants; small limits."""
-    try:
-        name = create_database("taas_test")
-        broker = free_redis_url()
-    except (psycopg.OperationalError, redis.exceptions.ConnectionError) as error:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"Postgres/Redis unreachable ({error})", pytrace=False)
-        pytest.skip(f"Postgres/Redis unreachable ({error})")
-    workdir = tmp_path_factory.mktemp("security")
-    env = base_env(workdir, mlflow_server) | LIMITS | {
-        "TAAS_API_KEYS": ",".join(f"{tenant}:{key}" for tenant, key in KEYS.items()),
-        "TAAS_DATABASE_URL": database_url(name), "TAAS_BROKER_URL": broker}
-    built = Stack(kind="postgres-redis", api_url=f"http://127.0.0.1:{free_port()}", env=env,
-                  mlflow_url=mlflow_server, workdir=workdir)
-    try:
-        migrate(env)
-        built.start_worker()
-        built.start_api()
+    keys = ",".join(f"{tenant}:{key}" for tenant, key in KEYS.items())
+    with own_postgres_stack(workdir=tmp_path_factory.mktemp("security"),
+                            mlflow_url=mlflow_server, env=LIMITS | {"TAAS_API_KEYS": keys}) \
+            as built:
         yield built
-    finally:
-        built.stop()
-        drop_database(name)
 
 
 @pytest.fixture(scope="module")
