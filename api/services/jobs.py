@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Row, and_, bindparam, func, or_, select, text, update
+from sqlalchemy import Row, bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -23,6 +22,7 @@ from api.models import Job, JobEpoch, JobStatus, new_id, utcnow
 from api.queue import dispatch
 from api.schemas import JobError, JobOut, Progress
 from api.services.data import check_job
+from api.services.paging import newest_first
 from api.settings import Settings
 from dlmodels.builder import Summary
 from dlmodels.spec import JobSpec
@@ -223,28 +223,8 @@ def list_jobs(session: Session, *, tenant: str, status: str | None, limit: int,
         query = query.where(Job.status == status)
     if sweep_id is not None:
         query = query.where(Job.sweep_id == sweep_id)
-    if cursor is not None:
-        created, last_id = _decode_cursor(cursor)
-        query = query.where(or_(Job.created_at < created,
-                                and_(Job.created_at == created, Job.id < last_id)))
-    jobs = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc())
-                                .limit(limit + 1)))
-    more = len(jobs) > limit
-    jobs = jobs[:limit]
-    return jobs, _encode_cursor(jobs[-1]) if more else None
+    return newest_first(session, query, Job, limit=limit, cursor=cursor)
 
-
-def _encode_cursor(job: Job) -> str:
-    raw = f"{job.created_at.isoformat()}|{job.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(created), job_id
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput("malformed cursor", ["cursor"]) from None
 
 
 def cancel_job(session: Session, *, job_id: str, tenant: str) -> Job:

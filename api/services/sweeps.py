@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from api import studies
@@ -15,7 +15,8 @@ from api.lifecycle import job_status_changed
 from api.models import Job, JobStatus, Sweep, SweepStatus, new_id, utcnow
 from api.queue import dispatch_sweep_step
 from api.services import models
-from api.services.jobs import MODEL_TRAINING_VIEW, _decode_cursor, _encode_cursor
+from api.services.jobs import MODEL_TRAINING_VIEW
+from api.services.paging import newest_first
 from api.services.sweep_check import check_sweep, split_path
 from api.services.sweep_lock import locked_sweep
 from api.services.sweep_steps import notify_sweep_finished, request_step
@@ -68,16 +69,8 @@ def get_sweep(session: Session, *, sweep_id: str, tenant: str) -> Sweep:
 def list_sweeps(session: Session, *, tenant: str, limit: int,
                 cursor: str | None) -> tuple[list[Sweep], str | None]:
     """Newest first, paged like jobs."""
-    query = select(Sweep).where(Sweep.tenant == tenant)
-    if cursor is not None:
-        created, last_id = _decode_cursor(cursor)
-        query = query.where(or_(Sweep.created_at < created,
-                                and_(Sweep.created_at == created, Sweep.id < last_id)))
-    found = list(session.scalars(query.order_by(Sweep.created_at.desc(), Sweep.id.desc())
-                                 .limit(limit + 1)))
-    more = len(found) > limit
-    found = found[:limit]
-    return found, _encode_cursor(found[-1]) if more else None  # type: ignore[arg-type]
+    return newest_first(session, select(Sweep).where(Sweep.tenant == tenant), Sweep,
+                        limit=limit, cursor=cursor)
 
 
 def trial_counts(session: Session, sweep_id: str) -> dict[str, int]:
