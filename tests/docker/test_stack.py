@@ -135,7 +135,12 @@ def test_cancel(client: httpx.Client, mlflow_url: str) -> None:
     assert response.status_code == 200, response.text
     done = finished(client, job_id, timeout=60)
     assert done["status"] == "cancelled", done
-    assert all(run["info"]["status"] != "RUNNING" for run in mlflow_runs(mlflow_url, job_id))
+    # The API answers "cancelled" at once; the worker learns of it at its next heartbeat
+    # (TAAS_HEARTBEAT_INTERVAL, 5 s) and only then ends the MLflow run, as KILLED.
+    statuses = wait_for(
+        lambda: (s := {run["info"]["status"] for run in mlflow_runs(mlflow_url, job_id)})
+        and "RUNNING" not in s and s, 60, f"job {job_id}'s MLflow run to end")
+    assert statuses == {"KILLED"}, statuses
 
 
 def test_killed_worker_container_job_still_ends(client: httpx.Client, compose: Compose,
