@@ -91,5 +91,10 @@ def main(mode: str, out: Path, rows: int, epochs: int) -> None:
     out.write_text(json.dumps(result))
 
 
+def forked(mode: str, out: str, rows: str, epochs: str) -> None:
+    """As the rank server calls it (worker.dist_launch): every argument a string."""
+    main(mode, Path(out), int(rows), int(epochs))
+
+
 if __name__ == "__main__":
     main(sys.argv[1], Path(sys.argv[2]), *(int(a) for a in sys.argv[3:5]))

@@ -24,6 +24,7 @@ from kombu import Exchange, Queue
 from api.db import get_engine
 from api.queue import WEBHOOK_QUEUE, make_celery
 from api.settings import get_settings
+from worker.dist_launch import rank_server
 from worker.logs import configure
 from worker.reaper import Reaper
 
@@ -57,6 +58,8 @@ def _after_fork(**_: Any) -> None:
     # uses them): a shared psycopg connection hangs both. Fresh ones are opened on demand.
     get_engine().dispose(close=False)
     _set_threads()
+    if get_settings().distributed_warm:
+        rank_server()  # importing in its own process: this one is free for tasks at once
 
 
 def _set_threads() -> None:

@@ -1,5 +1,5 @@
-"""One rank of a data-parallel job, as torchrun starts it: `python -m worker.dist_entry JOB
-ATTEMPT RUN_DIR`.
+"""One rank of a data-parallel job, as the rank server forks it: `run(JOB, ATTEMPT, RUN_DIR)`
+(see worker.dist_launch), its place in the job in its environment (RANK, WORLD_SIZE, ...).
 
 Rank 0 runs the attempt as a one-process job would (progress, heartbeats, checkpoints, MLflow,
 the stored weights, which are the plain model's, without the DDP wrapper); the other ranks only
@@ -26,17 +26,23 @@ from dlmodels.builder import build_model
 from dlmodels.distributed import DataParallel
 from dlmodels.spec import JobSpec
 from dlmodels.training import fit
-from worker.dist_launch import die_with_parent, rank_pid_file
+from worker.dist_launch import rank_pid_file
 from worker.logs import configure, job_logging
 from worker.runner import error_kind, job_device, resume_state, run_attempt
 
 log = logging.getLogger("taas.worker")
 
 
+def run(job_id: str, attempt: str, run_dir: str) -> int:
+    """A forked rank's life: the worker's log format with the job's id, its share of the
+    cores (the server never ran a torch op, so its thread pool is still unset), the job."""
+    configure(logging.INFO)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    with job_logging(job_id):
+        return main(job_id, int(attempt), Path(run_dir))
+
+
 def main(job_id: str, attempt: int, run_dir: Path) -> int:
-    die_with_parent()  # the launcher's death (killed with its task) kills this rank
-    if os.getppid() == 1:  # the launcher died before the line above
-        return 1
     rank = int(os.environ["RANK"])
     rank_pid_file(run_dir, rank).write_text(str(os.getpid()))
     settings = get_settings()
@@ -88,7 +94,5 @@ def _note(run_dir: Path, rank: int, note: dict[str, object]) -> None:
     (run_dir / f"rank-{rank}.json").write_text(json.dumps(note))
 
 
-if __name__ == "__main__":
-    configure(logging.INFO)
-    with job_logging(sys.argv[1]):
-        sys.exit(main(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])))
+if __name__ == "__main__":  # under torchrun, as a multi-node launcher would start it
+    sys.exit(run(*sys.argv[1:4]))

@@ -1,8 +1,8 @@
-"""The Celery task's side of a data-parallel job: start torchrun, watch it, end it.
+"""The Celery task's side of a data-parallel job: fork its ranks, watch them, end them.
 
-The task beats the job's heart and watches the launcher. A cancel (the heartbeat finds the
-attempt no longer running) or the time limit kills every process of the job at once. When the
-launcher exits while the attempt still runs, rank 0 did not end it, so something broke: the
+The task beats the job's heart and watches the ranks. A cancel (the heartbeat finds the
+attempt no longer running) or the time limit kills every process of the job at once. When a
+rank fails, or all exit while the attempt still runs, rank 0 did not end it: the
 ranks' notes (see worker.dist_entry) say what, and the job rules decide. A user's error (a
 diverged loss, a spec that cannot train) or a bug fails the job naming the rank; a lost rank
 (killed, out of memory) or an infrastructure error re-queues it, and the next attempt resumes
@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -28,12 +27,12 @@ from api.models import Job, JobStatus
 from api.queue import dispatch
 from api.settings import Settings
 from worker import store
-from worker.dist_launch import command, kill_all, launch
+from worker.dist_launch import Ranks, RankServerGone, kill_all, launch
 from worker.heartbeat import Heartbeat
 
 log = logging.getLogger("taas.worker")
 
-POLL = 0.2  # seconds between looks at the launcher
+POLL = 0.2  # seconds between looks at the ranks
 FINISH_GRACE = 30.0  # rank 0 ended the job: time it may take to close MLflow and exit
 
 
@@ -58,23 +57,29 @@ def supervise(job_id: str, attempt: int, settings: Settings) -> None:
         store.fail(job_id, attempt, error_type=refused[0], message=refused[1])
         return
     run_dir = Path(tempfile.mkdtemp(prefix=f"taas-{job_id[:8]}-"))
-    threads = max(1, torch.get_num_threads() // processes)
-    launcher = launch(command(processes=processes, job_id=job_id, attempt=attempt,
-                              run_dir=run_dir), threads=threads)
-    log.info("job %s attempt %s: %s processes (launcher pid %s)", job_id, attempt, processes,
-             launcher.pid)
+    try:
+        ranks = launch(processes=processes, job_id=job_id, attempt=attempt, run_dir=run_dir,
+                       threads=max(1, torch.get_num_threads() // processes),
+                       timeout=settings.distributed_timeout)
+    except RankServerGone as error:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        _conclude_lost(job_id, attempt, f"could not start the ranks: {error}", settings)
+        return
+    log.info("job %s attempt %s: %s processes (pids %s)", job_id, attempt, processes,
+             ranks.pids)
     try:
         with Heartbeat(job_id, attempt, settings.heartbeat_interval) as heartbeat:
-            _watch(job_id, launcher, heartbeat)
-        if launcher.poll() is not None:
-            _conclude(job_id, attempt, launcher.returncode, run_dir, settings)
+            ended = _watch(job_id, ranks, heartbeat)
+        if ended:
+            kill_all(ranks, run_dir)  # a failed rank's peers, as torchrun would
+            _conclude(job_id, attempt, ranks, run_dir, settings)
     except SoftTimeLimitExceeded:
-        kill_all(launcher, run_dir)
+        kill_all(ranks, run_dir)
         if store.fail(job_id, attempt, error_type="time_limit_exceeded",
                       message="the job ran past TAAS_JOB_TIME_LIMIT and was stopped"):
             store.mark_mlflow_end_pending(job_id, "FAILED")
     finally:
-        kill_all(launcher, run_dir)
+        kill_all(ranks, run_dir)
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
@@ -89,22 +94,19 @@ def _refusal(processes: int, device: str, settings: Settings) -> tuple[str, str]
     return None
 
 
-def _watch(job_id: str, launcher: subprocess.Popen[bytes], heartbeat: Heartbeat) -> None:
-    """Until the launcher exits; a lost attempt (cancel, re-assigned) ends the processes, at
-    once unless rank 0 itself ended the job (then it gets a grace to close its MLflow run)."""
-    while launcher.poll() is None:
+def _watch(job_id: str, ranks: Ranks, heartbeat: Heartbeat) -> bool:
+    """Until a rank fails or all exit (True); a lost attempt (cancel, re-assigned) ends the
+    processes (False), at once unless rank 0 itself ended the job (then the ranks get a grace
+    to close its MLflow run)."""
+    while ranks.poll() is None:
         if heartbeat.lost.is_set():
-            if _status(job_id) in (JobStatus.succeeded, JobStatus.failed, JobStatus.pruned):
-                _wait(launcher, FINISH_GRACE)
-            return
+            ended = (JobStatus.succeeded, JobStatus.failed, JobStatus.pruned)
+            if _status(job_id) in ended and ranks.wait(FINISH_GRACE) is None:
+                log.warning("job %s: ranks %s still ran %ss after the job ended", job_id,
+                            ranks.pids, FINISH_GRACE)
+            return False
         time.sleep(POLL)
-
-
-def _wait(launcher: subprocess.Popen[bytes], seconds: float) -> None:
-    try:
-        launcher.wait(timeout=seconds)
-    except subprocess.TimeoutExpired:
-        log.warning("launcher %s did not exit %ss after the job ended", launcher.pid, seconds)
+    return True
 
 
 def _status(job_id: str) -> JobStatus | None:
@@ -113,42 +115,48 @@ def _status(job_id: str) -> JobStatus | None:
         return None if job is None else JobStatus(job.status)
 
 
-def _conclude(job_id: str, attempt: int, code: int, run_dir: Path, settings: Settings) -> None:
-    """The launcher exited; if the attempt still runs, rank 0 never ended it: decide."""
+def _conclude(job_id: str, attempt: int, ranks: Ranks, run_dir: Path,
+              settings: Settings) -> None:
+    """A rank failed or all exited; if the attempt still runs, rank 0 never ended it: decide."""
     if _status(job_id) != JobStatus.running:
         return
-    kind, message = _diagnose(run_dir, code)
-    if kind == "infrastructure" and attempt < settings.max_attempts:
-        log.warning("job %s attempt %s lost a process, re-queued: %s", job_id, attempt, message)
-        store.mark_mlflow_end_pending(job_id, "FAILED")
-        if store.requeue(job_id, attempt, reason=message):
-            with session_scope() as session:
-                queue = session.get(Job, job_id).queue  # type: ignore[union-attr]
-            dispatch(job_id, queue, countdown=min(60, 2 ** attempt))
-        return
+    kind, message = _diagnose(run_dir, ranks)
     if kind == "infrastructure":
-        kind = "worker_lost"
-    if store.fail(job_id, attempt, error_type=kind, message=message):
+        _conclude_lost(job_id, attempt, message, settings)
+    elif store.fail(job_id, attempt, error_type=kind, message=message):
         store.mark_mlflow_end_pending(job_id, "FAILED")
 
 
-def _diagnose(run_dir: Path, code: int) -> tuple[str, str]:
+def _conclude_lost(job_id: str, attempt: int, message: str, settings: Settings) -> None:
+    """A process was lost, not the user's doing: re-queued while attempts remain."""
+    if attempt >= settings.max_attempts:
+        if store.fail(job_id, attempt, error_type="worker_lost", message=message):
+            store.mark_mlflow_end_pending(job_id, "FAILED")
+        return
+    log.warning("job %s attempt %s lost a process, re-queued: %s", job_id, attempt, message)
+    store.mark_mlflow_end_pending(job_id, "FAILED")
+    if store.requeue(job_id, attempt, reason=message):
+        with session_scope() as session:
+            queue = session.get(Job, job_id).queue  # type: ignore[union-attr]
+        dispatch(job_id, queue, countdown=min(60, 2 ** attempt))
+
+
+def _diagnose(run_dir: Path, ranks: Ranks) -> tuple[str, str]:
     """What broke: a rank's own error beats the errors it caused in the others (a peer that
     vanished shows as an infrastructure error in every rank still alive)."""
     notes = {}
     for path in run_dir.glob("rank-*.json"):
         note = json.loads(path.read_text())
         notes[int(note["rank"])] = note
-    started = sorted(int(p.stem.split("-")[1]) for p in run_dir.glob("rank-*.pid"))
     for note in sorted(notes.values(), key=lambda n: n["rank"]):
         if note["kind"] not in ("done", "infrastructure"):
             return note["kind"], f"rank {note['rank']}: {note['type']}: {note['message']}"
-    silent = [rank for rank in started if rank not in notes]
-    if silent:
-        return "infrastructure", (f"rank {', '.join(map(str, silent))} died without a word "
-                                  f"(killed, e.g. out of memory); the launcher exited {code}")
+    if ranks.failed is not None and ranks.failed[0] not in notes:
+        rank, code = ranks.failed
+        return "infrastructure", (f"rank {rank} died without a word (killed, e.g. out of "
+                                  f"memory; exit code {code})")
     errors = [n for n in notes.values() if n["kind"] == "infrastructure"]
     if errors:
         first = min(errors, key=lambda n: n["rank"])
         return "infrastructure", f"rank {first['rank']}: {first['type']}: {first['message']}"
-    return "infrastructure", f"the launcher exited {code} before every rank started"
+    return "infrastructure", "every rank exited, but rank 0 did not end the attempt"

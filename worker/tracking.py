@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import mlflow
-import mlflow.pytorch
 import numpy as np
 import requests
 import torch
@@ -193,6 +192,11 @@ class Tracker:
         signature = infer_signature(x_example, outputs)
 
         def log() -> None:
+            # Imported here: with pytorch-lightning installed (the dev extras), importing
+            # mlflow.pytorch imports Lightning too, seconds that every worker and every rank
+            # of a distributed job would pay at start-up for a call made once per job.
+            import mlflow.pytorch
+
             # Checking the input example loads the model, which puts its code path in front
             # of sys.path, once per job: a long-lived worker puts it back.
             path = list(sys.path)

@@ -1,8 +1,9 @@
-"""Data-parallel jobs on the real stack: torchrun under a Celery worker, 2 processes (gloo).
+"""Data-parallel jobs on the real stack: 2 ranks (gloo) forked by a Celery worker process's
+rank server.
 
 Every case ends in a final state within a stated bound and leaves no process of the job
-behind (looked up in /proc by the job's id, which every process of the job has on its command
-line). Timings are shrunk as in test_faults (heartbeat 0.5 s, lost after 4 s).
+behind (looked up in /proc by the job's id, which every rank has in its title, as `ps` shows
+it). Timings are shrunk as in test_faults (heartbeat 0.5 s, lost after 4 s).
 """
 
 from __future__ import annotations
@@ -26,15 +27,16 @@ from tests.integration.test_faults import (
     assert_complete_history,
     mlflow_runs_by_attempt,
     wait_running_past,
+    worker_children,
 )
 
 pytestmark = pytest.mark.integration
 
 ENV = {**FAULT_ENV, "TAAS_DISTRIBUTED_TIMEOUT": "20"}
-# From a rank's death to the end of its attempt: the launcher's monitor (0.2 s), the
-# supervisor's poll and the database writes; generous for a shared, loaded machine.
+# From a rank's death to the end of its attempt: the rank server's report, the supervisor's
+# poll (0.2 s) and the database writes; generous for a shared, loaded machine.
 BOUND = 30.0
-# Whole jobs: torchrun's start-up alone took 3-33 s per job on this machine under load.
+# Whole jobs, on a shared and loaded machine (a rank server's own start is seconds).
 JOB_TIMEOUT = 400.0
 
 
@@ -47,7 +49,7 @@ def dist_job(name: str, epochs: int, processes: int = 2) -> dict[str, Any]:
 
 
 def job_processes(job_id: str) -> list[int]:
-    """Processes whose command line names the job: the launcher and the ranks."""
+    """Processes whose command line (a rank's title) names the job."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -63,8 +65,22 @@ def job_processes(job_id: str) -> list[int]:
 
 def rank_pids(job_id: str) -> list[int]:
     return [pid for pid in job_processes(job_id)
-            if b"worker.dist_entry" in Path(f"/proc/{pid}/cmdline").read_bytes()
-            and b"torch.distributed.run" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+            if b"worker.dist_entry" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def rank_servers(stack: Stack) -> list[int]:
+    """The rank servers of the stack's worker processes."""
+    children = set(worker_children(stack))
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            title = (proc / "cmdline").read_bytes()
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if title.startswith(b"taas rank server") and parent in children:
+            found.append(int(proc.name))
+    return found
 
 
 def assert_no_leftovers(job_id: str, timeout: float = 60) -> None:
@@ -73,6 +89,8 @@ def assert_no_leftovers(job_id: str, timeout: float = 60) -> None:
 
 def test_a_distributed_job_trains_and_serves_like_any_job(stack_factory: StackFactory) -> None:
     stack = stack_factory("postgres-redis", env=ENV)
+    # Warm by default: the worker process starts its rank server before any job asks for it.
+    wait_until(lambda: rank_servers(stack), 60, "the worker's rank server", 0.2)
     with stack.client() as client:
         two = wait(client, submit(client, dist_job("dist-e2e", epochs=30))["id"],
                    timeout=JOB_TIMEOUT)
@@ -132,6 +150,24 @@ def test_an_exception_in_a_rank_fails_the_attempt(stack_factory: StackFactory) -
         _killed_rank_case(stack, client, "dist-raise", signal.SIGINT)
 
 
+def test_a_killed_rank_server_is_a_lost_attempt_and_is_started_again(
+        stack_factory: StackFactory) -> None:
+    stack = stack_factory("postgres-redis", env=ENV)
+    with stack.client() as client:
+        job = submit(client, dist_job("dist-kill-server", epochs=600))
+        wait_running_past(client, job["id"], 20, timeout=JOB_TIMEOUT)
+        servers = rank_servers(stack)
+        assert len(servers) == 1, servers
+        os.kill(servers[0], signal.SIGKILL)  # its ranks die with it
+        assert_no_leftovers(job["id"], timeout=BOUND)
+        job = wait(client, job["id"], timeout=JOB_TIMEOUT)
+        assert job["status"] == "succeeded", (job, stack.logs())
+        assert job["attempt"] == 2  # a lost attempt, retried from its checkpoint
+        assert_complete_history(client, job["id"], 600)
+        assert rank_servers(stack) not in ([], servers)  # the retry started a new one
+    assert_no_leftovers(job["id"])
+
+
 def test_cancel_stops_every_rank(stack_factory: StackFactory) -> None:
     stack = stack_factory("postgres-redis", env=ENV)
     with stack.client() as client:
@@ -154,7 +190,7 @@ def test_a_killed_celery_worker_leaves_no_rank(stack_factory: StackFactory) -> N
         job = submit(client, dist_job("dist-kill-worker", epochs=600))
         wait_running_past(client, job["id"], 20, timeout=JOB_TIMEOUT)
         stack.processes["worker0"].stop(signal.SIGKILL)
-        # The Celery child dies with its parent and its launcher and ranks with it.
+        # The Celery child dies with its parent, and its rank server and ranks with it.
         assert_no_leftovers(job["id"], timeout=20)
         stack.start_worker("worker1")
         job = wait(client, job["id"], timeout=JOB_TIMEOUT)

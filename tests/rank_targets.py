@@ -1,0 +1,37 @@
+"""Functions for the rank server to run in the unit tests (it imports them by name)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from dlmodels.distributed import DataParallel
+
+
+def join(out: str) -> int:
+    """Join the job's process group, sum the ranks, leave a note of what this rank saw."""
+    strategy = DataParallel.start(device="cpu", timeout=30)
+    try:
+        total = torch.tensor([float(strategy.rank + 1)])
+        dist.all_reduce(total)
+        note = {"rank": strategy.rank, "world": strategy.world, "sum": total.item(),
+                "title": Path("/proc/self/cmdline").read_bytes().decode(errors="replace"),
+                "threads": os.environ["OMP_NUM_THREADS"], "pid": os.getpid()}
+        (Path(out) / f"rank-{strategy.rank}.json").write_text(json.dumps(note))
+    finally:
+        DataParallel.stop()
+    return 0
+
+
+def exit_with(code: str) -> int:
+    return int(code)
+
+
+def sleep(seconds: str) -> int:
+    time.sleep(float(seconds))
+    return 0
