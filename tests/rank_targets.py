@@ -35,3 +35,14 @@ def exit_with(code: str) -> int:
 def sleep(seconds: str) -> int:
     time.sleep(float(seconds))
     return 0
+
+
+def interruptible(out: str) -> int:
+    """Sleep until SIGINT; note that it came as KeyboardInterrupt."""
+    try:
+        (Path(out) / "ready").write_text("yes")
+        time.sleep(60)
+    except KeyboardInterrupt:
+        (Path(out) / "interrupted").write_text("yes")
+        return 4
+    return 0

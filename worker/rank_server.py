@@ -78,7 +78,11 @@ def _fork(request: dict[str, Any], wake_r: int, wake_w: int) -> int:
     code = 1
     try:
         signal.set_wakeup_fd(-1)
+        # As a freshly started Python process would have them (a Celery pool process, and so
+        # this server, ignores SIGINT): SIGINT raises KeyboardInterrupt in the rank.
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.close(wake_r)
         os.close(wake_w)
         os.setsid()  # its own session: killing it (and whatever it starts) spares the server

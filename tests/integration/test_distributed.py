@@ -199,6 +199,21 @@ def test_a_killed_celery_worker_leaves_no_rank(stack_factory: StackFactory) -> N
     assert_no_leftovers(job["id"])
 
 
+def test_the_time_limit_stops_every_rank(stack_factory: StackFactory) -> None:
+    stack = stack_factory("postgres-redis", env={**ENV, "TAAS_JOB_TIME_LIMIT": "10"})
+    with stack.client() as client:
+        job = submit(client, dist_job("dist-time-limit", epochs=100000))
+        job = wait(client, job["id"], timeout=10 + BOUND + 60)
+        assert job["status"] == "failed", job
+        assert job["error"]["type"] == "time_limit_exceeded", job
+        assert job["progress"]["epoch"] > 0  # it trained until the limit
+        assert_no_leftovers(job["id"], timeout=BOUND)
+        run = MlflowClient(stack.mlflow_url).get_run(job["mlflow_run_id"])
+        wait_until(lambda: MlflowClient(stack.mlflow_url).get_run(
+            job["mlflow_run_id"]).info.status == "FAILED", BOUND, "the run to end FAILED", 0.5)
+        assert run.data.params["training.distributed.processes"] == "2"
+
+
 def test_two_distributed_jobs_at_once_on_one_host(stack_factory: StackFactory) -> None:
     stack = stack_factory("postgres-redis", env=ENV, workers=2)
     with stack.client() as client:

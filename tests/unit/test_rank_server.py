@@ -17,7 +17,11 @@ from worker.dist_launch import RankServer, kill_all, launch, rank_server
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RankServer]:
-    started = RankServer(["tests.rank_targets"])
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a Celery pool process
+    try:
+        started = RankServer(["tests.rank_targets"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     started.wait_ready()
     yield started
     started.process.kill()
@@ -75,6 +79,19 @@ def test_exit_codes_come_back(server: RankServer, tmp_path: Path) -> None:
                      timeout=30, target="tests.rank_targets:no_such_function", args=[],
                      server=server)
     assert missing.wait(10) == 1  # an error in the rank's own code, printed to the log
+
+
+def test_a_rank_has_python_s_own_signal_handling(server: RankServer, tmp_path: Path) -> None:
+    """Even when the server inherited an ignored SIGINT (as from a Celery pool process)."""
+    ranks = launch(processes=1, job_id="j", attempt=1, run_dir=tmp_path, threads=1,
+                   timeout=30, target="tests.rank_targets:interruptible",
+                   args=[str(tmp_path)], server=server)
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "ready").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(ranks.pids[0], signal.SIGINT)
+    assert ranks.wait(10) == 4 and (tmp_path / "interrupted").exists()
 
 
 def test_ranks_die_with_their_server(tmp_path: Path) -> None:
