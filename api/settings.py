@@ -83,6 +83,9 @@ class Settings(BaseSettings):
         True, description="Start each worker process's rank server (a process with a rank's "
         "code imported, ~400 MB) with the worker, so even the first data-parallel job starts "
         "in a fraction of a second; off: the first data-parallel job starts it (seconds).")
+    distributed_bind_cores: bool = Field(
+        True, description="Bind each rank of a data-parallel job to its own share of the "
+        "worker's cores (as `mpirun --bind-to core` does); off: the kernel places the ranks.")
     max_dataset_bytes: int = Field(256 * 2**20, ge=1024, description="Largest upload.")
     max_request_bytes: int = Field(32 * 2**20, ge=1024)
     webhook_allow_private: bool = Field(

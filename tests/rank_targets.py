@@ -21,7 +21,8 @@ def join(out: str) -> int:
         dist.all_reduce(total)
         note = {"rank": strategy.rank, "world": strategy.world, "sum": total.item(),
                 "title": Path("/proc/self/cmdline").read_bytes().decode(errors="replace"),
-                "threads": os.environ["OMP_NUM_THREADS"], "pid": os.getpid()}
+                "threads": os.environ["OMP_NUM_THREADS"], "pid": os.getpid(),
+                "cpus": sorted(os.sched_getaffinity(0))}
         (Path(out) / f"rank-{strategy.rank}.json").write_text(json.dumps(note))
     finally:
         DataParallel.stop()

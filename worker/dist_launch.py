@@ -150,11 +150,24 @@ class Ranks:
         return code
 
 
+def rank_cpus(processes: int, bind: bool) -> list[list[int]]:
+    """Each rank's own share of the cores this process may use (rank r: the r-th k of them,
+    as `mpirun --bind-to core` does), or none when not binding or too few cores. On a shared
+    2-core host a rank that the scheduler moves between cores makes the gradient all-reduce
+    wait for it: bound, its median fell from 0.8-2.3 ms to 0.45 ms a step (B8's MLP)."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not bind or processes > len(cores):
+        return [[] for _ in range(processes)]
+    share = len(cores) // processes
+    return [cores[rank * share:(rank + 1) * share] for rank in range(processes)]
+
+
 def launch(*, processes: int, job_id: str, attempt: int, run_dir: Path, threads: int,
-           timeout: float, target: str = f"{ENTRY}:run", args: list[str] | None = None,
-           server: RankServer | None = None) -> Ranks:
+           timeout: float, bind: bool = True, target: str = f"{ENTRY}:run",
+           args: list[str] | None = None, server: RankServer | None = None) -> Ranks:
     """Fork `processes` ranks of `target(*args)` around a fresh rendezvous store."""
     server = server or rank_server()
+    cpus = rank_cpus(processes, bind)
     store = TCPStore("127.0.0.1", 0, world_size=processes, is_master=True,
                      wait_for_workers=False, timeout=datetime.timedelta(seconds=timeout))
     common = {"WORLD_SIZE": str(processes), "LOCAL_WORLD_SIZE": str(processes),
@@ -162,11 +175,10 @@ def launch(*, processes: int, job_id: str, attempt: int, run_dir: Path, threads:
               "TORCHELASTIC_USE_AGENT_STORE": "True", "OMP_NUM_THREADS": str(threads),
               "PYTHONUNBUFFERED": "1"}
     args = [job_id, str(attempt), str(run_dir)] if args is None else args
-    requests = [{"target": target, "args": args,
-                 "env": {**common, "RANK": str(rank), "LOCAL_RANK": str(rank)},
-                 "title": f"python -m {ENTRY} {job_id} {attempt} {run_dir} "
-                          f"(rank {rank} of {processes})"}
-                for rank in range(processes)]
+    requests: list[dict[str, Any]] = [{"target": target, "args": args,
+        "env": {**common, "RANK": str(rank), "LOCAL_RANK": str(rank)}, "cpus": cpus[rank],
+        "title": f"python -m {ENTRY} {job_id} {attempt} {run_dir} (rank {rank} of {processes})"}
+        for rank in range(processes)]
     return Ranks(server=server, pids=server.fork(requests), store=store)
 
 

@@ -60,7 +60,8 @@ def supervise(job_id: str, attempt: int, settings: Settings) -> None:
     try:
         ranks = launch(processes=processes, job_id=job_id, attempt=attempt, run_dir=run_dir,
                        threads=max(1, torch.get_num_threads() // processes),
-                       timeout=settings.distributed_timeout)
+                       timeout=settings.distributed_timeout,
+                       bind=settings.distributed_bind_cores)
     except RankServerGone as error:
         shutil.rmtree(run_dir, ignore_errors=True)
         _conclude_lost(job_id, attempt, f"could not start the ranks: {error}", settings)

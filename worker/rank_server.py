@@ -10,11 +10,12 @@ Forking after `import torch` is what Celery's prefork pool already does with thi
 server itself never runs a torch op, starts a thread or opens a connection, so a rank inherits
 no thread pool or socket it would share with its siblings.
 
-The protocol is one JSON line each way. On stdin: `{"target": "module:function", "args": [...],
-"env": {...}}`, one per rank. On stdout: `{"ready": true}` once the modules are imported,
-`{"pid": N}` for each fork, in order, and `{"exited": N, "code": C}` when a child ends (C is
-minus the signal that killed it). A rank's own stdout goes to the server's stderr. The server
-dies with the process that started it, and each rank with the server (Linux's parent-death
+The protocol is one JSON line each way. On stdin, one per rank: `{"target": "module:function",
+"args": [...], "env": {...}, "title": ..., "cpus": [...]}` (`cpus`: the cores to bind it to).
+On stdout: `{"ready": true}` once the modules are imported, `{"pid": N}` for each fork, in
+order, and `{"exited": N, "code": C}` when a child ends (C is minus the signal that killed
+it). A rank's own stdout goes to the server's stderr. The server dies with the process that
+started it, and each rank with the server (Linux's parent-death
 signal), so a SIGKILLed Celery worker leaves none behind.
 """
 
@@ -91,6 +92,8 @@ def _fork(request: dict[str, Any], wake_r: int, wake_w: int) -> int:
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.environ.update(request["env"])
+        if request.get("cpus"):
+            os.sched_setaffinity(0, request["cpus"])
         _title(str(request.get("title", request["target"])))
         module, function = request["target"].split(":")
         code = int(getattr(importlib.import_module(module), function)(*request["args"]) or 0)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.dist_launch import RankServer, kill_all, launch, rank_server
+from worker.dist_launch import RankServer, kill_all, launch, rank_cpus, rank_server
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,22 @@ def test_forked_ranks_join_one_process_group(server: RankServer, tmp_path: Path)
     # `ps` names the job: the operator's view, and how the worker tells a rank from a reused pid
     assert notes[1]["title"].startswith(
         f"python -m worker.dist_entry job-123 2 {tmp_path} (rank 1 of 3)")
+
+
+def test_each_rank_is_bound_to_its_own_cores(server: RankServer, tmp_path: Path) -> None:
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("one core: nothing to bind to")
+    share = len(cores) // 2
+    assert rank_cpus(2, bind=True) == [cores[:share], cores[share:2 * share]]
+    assert rank_cpus(len(cores) + 1, bind=True) == [[]] * (len(cores) + 1)  # too few cores
+    assert rank_cpus(2, bind=False) == [[], []]
+    ranks = launch(processes=2, job_id="j", attempt=1, run_dir=tmp_path, threads=1,
+                   timeout=30, target="tests.rank_targets:join", args=[str(tmp_path)],
+                   server=server)
+    assert ranks.wait(60) == 0
+    seen = [json.loads((tmp_path / f"rank-{r}.json").read_text())["cpus"] for r in range(2)]
+    assert seen == rank_cpus(2, bind=True)
 
 
 def test_the_first_failed_rank_is_reported(server: RankServer, tmp_path: Path) -> None:
