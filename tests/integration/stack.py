@@ -187,5 +187,8 @@ def base_env(workdir: Path, mlflow_url: str) -> dict[str, str]:
                TAAS_RATE_LIMIT="100000", TAAS_RATE_BURST="100000",
                # Webhook receivers in tests listen on loopback; retries come quickly.
                TAAS_WEBHOOK_ALLOW_PRIVATE="1", TAAS_WEBHOOK_BACKOFF="0.2",
+               # Most stacks' workers never train data-parallel: no rank server importing
+               # in the background at each start (test_distributed keeps the default, warm).
+               TAAS_DISTRIBUTED_WARM="false",
                PYTHONUNBUFFERED="1")
     return env

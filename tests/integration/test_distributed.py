@@ -22,6 +22,9 @@ from mlflow.tracking import MlflowClient
 from tests.integration.conftest import StackFactory
 from tests.integration.jobs import HEIGHTS, spec, submit, wait
 from tests.integration.stack import Stack, wait_until
+from tests.integration.sweeps import start as start_sweep
+from tests.integration.sweeps import sweep_body, trials
+from tests.integration.sweeps import wait as wait_sweep
 from tests.integration.test_faults import (
     FAULT_ENV,
     assert_complete_history,
@@ -32,7 +35,7 @@ from tests.integration.test_faults import (
 
 pytestmark = pytest.mark.integration
 
-ENV = {**FAULT_ENV, "TAAS_DISTRIBUTED_TIMEOUT": "20"}
+ENV = {**FAULT_ENV, "TAAS_DISTRIBUTED_TIMEOUT": "20", "TAAS_DISTRIBUTED_WARM": "true"}
 # From a rank's death to the end of its attempt: the rank server's report, the supervisor's
 # poll (0.2 s) and the database writes; generous for a shared, loaded machine.
 BOUND = 30.0
@@ -223,6 +226,34 @@ def test_two_distributed_jobs_at_once_on_one_host(stack_factory: StackFactory) -
             assert job["status"] == "succeeded", (job, stack.logs())
             assert_complete_history(client, job_id, 40)
             assert_no_leftovers(job_id)
+
+
+def test_a_sweep_s_trials_train_data_parallel_and_its_winner_serves_by_alias(
+        stack_factory: StackFactory) -> None:
+    """Composition: a trial is an ordinary job; here on a worker whose rank server is not
+    warm (TAAS_DISTRIBUTED_WARM=false), so the first trial starts it."""
+    stack = stack_factory("postgres-redis", env={**ENV, "TAAS_DISTRIBUTED_WARM": "false"})
+    assert not rank_servers(stack)
+    base = dist_job("dist-sweep", epochs=15)
+    body = sweep_body(base=base, max_trials=3, max_parallel=1)
+    with stack.client() as client:
+        sweep = wait_sweep(client, start_sweep(client, body)["id"], timeout=JOB_TIMEOUT)
+        assert sweep["status"] == "succeeded" and sweep["trials"]["succeeded"] == 3, sweep
+        for trial in trials(client, sweep["id"]):
+            job = client.get(f"/v1/jobs/{trial['job_id']}").json()
+            assert job["summary"]["processes"] == 2, job
+            assert_complete_history(client, job["id"], 15)
+            assert_no_leftovers(job["id"])
+        assert len(rank_servers(stack)) == 1  # started once, kept for the next trials
+        promoted = client.post(f"/v1/sweeps/{sweep['id']}/promote", json={"alias": "champion"})
+        assert promoted.status_code == 200, promoted.text
+        model = promoted.json()["model"]
+        by_alias = client.post(f"/v1/models/{model}/aliases/champion/predict",
+                               json={"inputs": [[80.0]]})
+        by_job = client.post(f"/v1/jobs/{sweep['best']['job_id']}/predict",
+                             json={"inputs": [[80.0]]})
+        assert by_alias.status_code == 200, by_alias.text
+        assert by_alias.json()["predictions"] == by_job.json()["predictions"]
 
 
 def test_more_processes_than_allowed_is_refused_before_queueing(
