@@ -50,7 +50,8 @@ class ModelDirectory:
         entry = self._entries.get((tenant, name))
         if entry is None:
             return None
-        version = entry.aliases.get(ref) if isinstance(ref, str) else ref or entry.latest
+        version = entry.aliases.get(ref) if isinstance(ref, str) \
+            else entry.latest if ref is None else ref  # version 0 is no version, not the latest
         job_id = entry.versions.get(version) if version is not None else None
         return None if job_id is None or version is None else (job_id, version)
 

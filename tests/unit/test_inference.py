@@ -95,7 +95,7 @@ def test_directory_resolves_latest_versions_and_aliases_from_memory() -> None:
     assert directory.lookup("a", "m", None) == ("job2", 2)
     assert directory.lookup("a", "m", 1) == ("job1", 1)
     assert directory.lookup("a", "m", "champion") == ("job1", 1)
-    for tenant, name, ref in (("b", "m", None), ("a", "m", 3), ("a", "m", "nope"),
+    for tenant, name, ref in (("b", "m", None), ("a", "m", 3), ("a", "m", 0), ("a", "m", "nope"),
                               ("a", "x", None)):
         assert directory.lookup(tenant, name, ref) is None
     assert directory.versions("a", "m") == [1, 2] and directory.versions("b", "m") == []
