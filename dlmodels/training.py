@@ -203,7 +203,10 @@ def fit(model: SpecModel, x: np.ndarray, y: np.ndarray, training: TrainingSpec, 
 def _prepare(model: SpecModel, x: np.ndarray, y: np.ndarray, training: TrainingSpec,
              device: torch.device, strategy: Strategy) -> _Setup:
     ys = prepare_targets(y, training.loss)
-    train_idx, val_idx = split(len(x), training.validation_split, training.seed,
+    # Every process of a data-parallel job must hold the same split: unseeded, rank 0's draw.
+    seed = training.seed if training.seed is not None else strategy.shared_seed(
+        int(np.random.default_rng().integers(2**63)))
+    train_idx, val_idx = split(len(x), training.validation_split, seed,
                                labels=_class_labels(ys, training.loss))
     xs = torch.as_tensor(x)
     if model.standardize:

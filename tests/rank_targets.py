@@ -47,3 +47,16 @@ def interruptible(out: str) -> int:
         (Path(out) / "interrupted").write_text("yes")
         return 4
     return 0
+
+
+def draw(out: str) -> int:
+    """Leave the first numbers this rank's random generators give."""
+    import random
+
+    import numpy as np
+
+    rank = os.environ["RANK"]
+    note = {"torch": torch.rand(1).item(), "numpy": float(np.random.rand()),
+            "random": random.random()}
+    (Path(out) / f"draw-{os.getpid()}-{rank}.json").write_text(json.dumps(note))
+    return 0

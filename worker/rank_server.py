@@ -26,6 +26,7 @@ import ctypes
 import importlib
 import json
 import os
+import random
 import select
 import signal
 import sys
@@ -92,6 +93,7 @@ def _fork(request: dict[str, Any], wake_r: int, wake_w: int) -> int:
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.environ.update(request["env"])
+        _reseed()
         if request.get("cpus"):
             os.sched_setaffinity(0, request["cpus"])
         _title(str(request.get("title", request["target"])))
@@ -106,6 +108,16 @@ def _fork(request: dict[str, Any], wake_r: int, wake_w: int) -> int:
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
+
+
+def _reseed() -> None:
+    """A fork shares its parent's random state: without this every rank of every job would
+    draw the same "random" numbers (an unseeded job's initial weights, above all)."""
+    random.seed()
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()
+    if "torch" in sys.modules:
+        sys.modules["torch"].seed()
 
 
 def _reap(out: Any) -> None:

@@ -161,3 +161,28 @@ def test_a_diverged_loss_names_the_rank() -> None:
         mp.spawn(_diverging_rank, args=(2, f"tcp://127.0.0.1:{_free_port()}"), nprocs=2)
     assert "TrainingDiverged" in str(raised.value)
     assert "at epoch 1 (first in the share of rank 1, batch 1)" in str(raised.value)
+
+
+def _unseeded_rank(rank: int, world: int, init: str, out: str) -> None:
+    from dlmodels.training import _prepare
+
+    torch.set_num_threads(1)
+    strategy = DataParallel.start(device="cpu", timeout=60, init_method=init, rank=rank,
+                                  world=world)
+    try:
+        model = build_model(ModelSpec.model_validate(MLP), loss="cross_entropy")
+        x, y = _data(MLP)
+        setup = _prepare(model, x, y, _training(seed=None), torch.device("cpu"), strategy)
+    finally:
+        strategy.stop()
+    torch.save({"x_train": setup.x_train, "x_val": setup.x_val}, Path(out) / f"rank{rank}.pt")
+
+
+def test_unseeded_processes_hold_the_same_split(tmp_path: Path) -> None:
+    """Without a seed every process draws rank 0's split: a rank must never train on rows
+    that are another rank's validation."""
+    init = f"tcp://127.0.0.1:{_free_port()}"
+    mp.spawn(_unseeded_rank, args=(2, init, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert torch.equal(ranks[0]["x_train"], ranks[1]["x_train"])
+    assert torch.equal(ranks[0]["x_val"], ranks[1]["x_val"])

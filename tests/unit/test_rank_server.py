@@ -72,6 +72,19 @@ def test_each_rank_is_bound_to_its_own_cores(server: RankServer, tmp_path: Path)
     assert seen == rank_cpus(2, bind=True)
 
 
+def test_every_rank_draws_its_own_random_numbers(server: RankServer, tmp_path: Path) -> None:
+    """Forks share their parent's random state; an unseeded job's weights must not repeat."""
+    for _ in range(2):  # two jobs of two ranks
+        ranks = launch(processes=2, job_id="j", attempt=1, run_dir=tmp_path, threads=1,
+                       timeout=30, target="tests.rank_targets:draw", args=[str(tmp_path)],
+                       server=server)
+        assert ranks.wait(30) == 0
+    draws = [json.loads(p.read_text()) for p in tmp_path.glob("draw-*.json")]
+    assert len(draws) == 4
+    for generator in ("torch", "numpy", "random"):
+        assert len({d[generator] for d in draws}) == 4, (generator, draws)
+
+
 def test_the_first_failed_rank_is_reported(server: RankServer, tmp_path: Path) -> None:
     ranks = launch(processes=2, job_id="j", attempt=1, run_dir=tmp_path, threads=1,
                    timeout=30, target="tests.rank_targets:sleep", args=["60"], server=server)
