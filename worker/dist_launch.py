@@ -30,7 +30,7 @@ from typing import IO, Any
 
 from torch.distributed import TCPStore
 
-from worker.rank_server import die_with_parent
+from worker.rank_server import PARENT_ENV, die_with_parent
 
 ENTRY = "worker.dist_entry"
 READY_TIMEOUT = 300.0  # the server's imports, on a busy machine
@@ -48,7 +48,8 @@ class RankServer:
     def __init__(self, preload: list[str]) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "worker.rank_server", *preload], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent)
+            stdout=subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent,
+            env={**os.environ, PARENT_ENV: str(os.getpid())})
         self._changed = threading.Condition()
         self._ready = self._closed = False
         self._forked: deque[int] = deque()
@@ -60,7 +61,11 @@ class RankServer:
 
     def _read(self, stream: IO[bytes]) -> None:
         for line in stream:
-            message = json.loads(line)
+            try:
+                message = json.loads(line)
+            except ValueError:  # not the protocol: this server cannot be trusted any more
+                self.process.kill()
+                break
             with self._changed:
                 if "ready" in message:
                     self._ready = True
@@ -99,6 +104,7 @@ class RankServer:
                 for _ in requests:
                     if not self._changed.wait_for(lambda: self._forked or self._closed,
                                                   REPLY_TIMEOUT) or not self._forked:
+                        self.process.kill()  # its late answers must not reach another job
                         raise RankServerGone("the rank server stopped answering")
                     pids.append(self._forked.popleft())
         return pids
@@ -197,6 +203,8 @@ def kill_all(ranks: Ranks, run_dir: Path) -> None:
     for session in sessions:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(session, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(session, signal.SIGKILL)  # forked a moment ago: maybe not a session yet
     deadline = time.monotonic() + 10
     while len(ranks.codes) < len(ranks.pids) and time.monotonic() < deadline:
         ranks.poll()

@@ -34,6 +34,8 @@ log = logging.getLogger("taas.worker")
 
 POLL = 0.2  # seconds between looks at the ranks
 FINISH_GRACE = 30.0  # rank 0 ended the job: time it may take to close MLflow and exit
+CANCEL_GRACE = 10.0  # beyond two heartbeats: rank 0 stores its last epochs, ends its run
+ENDED = (JobStatus.succeeded, JobStatus.failed, JobStatus.pruned)
 
 
 def max_processes(settings: Settings, device: str) -> int:
@@ -57,54 +59,62 @@ def supervise(job_id: str, attempt: int, settings: Settings) -> None:
         store.fail(job_id, attempt, error_type=refused[0], message=refused[1])
         return
     run_dir = Path(tempfile.mkdtemp(prefix=f"taas-{job_id[:8]}-"))
+    ranks: Ranks | None = None
     try:
         ranks = launch(processes=processes, job_id=job_id, attempt=attempt, run_dir=run_dir,
                        threads=max(1, torch.get_num_threads() // processes),
                        timeout=settings.distributed_timeout,
                        bind=settings.distributed_bind_cores)
-    except RankServerGone as error:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        _conclude_lost(job_id, attempt, f"could not start the ranks: {error}", settings)
-        return
-    log.info("job %s attempt %s: %s processes (pids %s)", job_id, attempt, processes,
-             ranks.pids)
-    try:
+        log.info("job %s attempt %s: %s processes (pids %s)", job_id, attempt, processes,
+                 ranks.pids)
         with Heartbeat(job_id, attempt, settings.heartbeat_interval) as heartbeat:
-            ended = _watch(job_id, ranks, heartbeat)
+            ended = _watch(job_id, ranks, heartbeat, settings)
         if ended:
             kill_all(ranks, run_dir)  # a failed rank's peers, as torchrun would
             _conclude(job_id, attempt, ranks, run_dir, settings)
-    except SoftTimeLimitExceeded:
-        kill_all(ranks, run_dir)
+    except RankServerGone as error:
+        _conclude_lost(job_id, attempt, f"could not start the ranks: {error}", settings)
+    except SoftTimeLimitExceeded:  # also while waiting for a cold rank server
+        if ranks is not None:
+            kill_all(ranks, run_dir)
         if store.fail(job_id, attempt, error_type="time_limit_exceeded",
                       message="the job ran past TAAS_JOB_TIME_LIMIT and was stopped"):
             store.mark_mlflow_end_pending(job_id, "FAILED")
     finally:
-        kill_all(ranks, run_dir)
+        if ranks is not None:
+            kill_all(ranks, run_dir)
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _refusal(processes: int, device: str, settings: Settings) -> tuple[str, str] | None:
+    if device == "auto":  # as the ranks will resolve it (worker.runner.job_device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and processes > torch.cuda.device_count():
         return "device_unavailable", (f"distributed.processes is {processes} on device cuda, "
                                       f"but this worker has {torch.cuda.device_count()} GPUs")
-    limit = max_processes(settings, "cpu" if device == "auto" else device)
+    limit = max_processes(settings, device)
     if processes > limit:
         return "invalid_spec", (f"training.distributed.processes: {processes} is more than "
                                 f"this worker allows (TAAS_MAX_PROCESSES_PER_JOB = {limit})")
     return None
 
 
-def _watch(job_id: str, ranks: Ranks, heartbeat: Heartbeat) -> bool:
-    """Until a rank fails or all exit (True); a lost attempt (cancel, re-assigned) ends the
-    processes (False), at once unless rank 0 itself ended the job (then the ranks get a grace
-    to close its MLflow run)."""
+def _watch(job_id: str, ranks: Ranks, heartbeat: Heartbeat, settings: Settings) -> bool:
+    """Until a rank fails or all exit (True); a lost attempt ends the processes (False). When
+    the job ended (rank 0 ended it, or a cancel that rank 0 learns of at its own next
+    heartbeat) the ranks get a grace first: rank 0 stores its last epochs and ends its MLflow
+    run. Re-assigned to another attempt: at once."""
     while ranks.poll() is None:
         if heartbeat.lost.is_set():
-            ended = (JobStatus.succeeded, JobStatus.failed, JobStatus.pruned)
-            if _status(job_id) in ended and ranks.wait(FINISH_GRACE) is None:
+            status = _status(job_id)
+            grace = FINISH_GRACE if status in ENDED else \
+                2 * settings.heartbeat_interval + CANCEL_GRACE \
+                if status == JobStatus.cancelled else 0.0
+            if grace and ranks.wait(grace) is None:
                 log.warning("job %s: ranks %s still ran %ss after the job ended", job_id,
-                            ranks.pids, FINISH_GRACE)
+                            ranks.pids, grace)
+                if status == JobStatus.cancelled:  # rank 0 never ended its run: the reaper will
+                    store.mark_mlflow_end_pending(job_id, "KILLED")
             return False
         time.sleep(POLL)
     return True

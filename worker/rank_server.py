@@ -34,6 +34,7 @@ import traceback
 from typing import Any
 
 PR_SET_PDEATHSIG = 1
+PARENT_ENV = "TAAS_RANK_SERVER_PARENT"  # the pid that started the server
 
 
 def die_with_parent() -> None:
@@ -46,8 +47,12 @@ def die_with_parent() -> None:
 
 def serve(preload: list[str]) -> None:
     die_with_parent()
-    if os.getppid() == 1:  # the parent died before the line above
-        return
+    if str(os.getppid()) != os.environ.get(PARENT_ENV, str(os.getppid())):
+        return  # the parent died before the line above
+    # The protocol gets its own descriptor; fd 1 becomes the log, so nothing a module or a
+    # rank prints can be taken for a message.
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
     for module in preload:
         importlib.import_module(module)
     _title("taas rank server")
@@ -56,7 +61,6 @@ def serve(preload: list[str]) -> None:
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    out = sys.stdout
     _send(out, {"ready": True})
     pending = b""
     while True:
@@ -70,26 +74,25 @@ def serve(preload: list[str]) -> None:
                 return
             *lines, pending = (pending + chunk).split(b"\n")
             for line in lines:
-                _send(out, {"pid": _fork(json.loads(line), wake_r, wake_w)})
+                _send(out, {"pid": _fork(json.loads(line), [wake_r, wake_w, out.fileno()])})
 
 
-def _fork(request: dict[str, Any], wake_r: int, wake_w: int) -> int:
+def _fork(request: dict[str, Any], private: list[int]) -> int:
     pid = os.fork()
     if pid:
         return pid
     code = 1
     try:
         signal.set_wakeup_fd(-1)
+        for fd in private:  # the server's own: the wake-up pipe, the protocol
+            os.close(fd)
         # As a freshly started Python process would have them (a Celery pool process, and so
         # this server, ignores SIGINT): SIGINT raises KeyboardInterrupt in the rank.
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.close(wake_r)
-        os.close(wake_w)
         os.setsid()  # its own session: killing it (and whatever it starts) spares the server
         die_with_parent()
-        os.dup2(2, 1)  # stdout carries the protocol; a rank's prints go to the log
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.environ.update(request["env"])

@@ -179,9 +179,15 @@ def test_cancel_stops_every_rank(stack_factory: StackFactory) -> None:
         assert len(rank_pids(job["id"])) == 2
         assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
         started = time.monotonic()
-        assert_no_leftovers(job["id"], timeout=20)  # a heartbeat (0.5 s) and the kill
+        # Rank 0 learns of it at its next heartbeat (0.5 s here), stores its last epochs and
+        # ends its MLflow run; the others stop with it (or are killed after a grace).
+        assert_no_leftovers(job["id"], timeout=20)
         assert time.monotonic() - started < 20
-        assert wait(client, job["id"])["status"] == "cancelled"
+        job = wait(client, job["id"])
+        assert job["status"] == "cancelled"
+        assert_complete_history(client, job["id"], job["progress"]["epoch"])
+        wait_until(lambda: MlflowClient(stack.mlflow_url).get_run(
+            job["mlflow_run_id"]).info.status == "KILLED", BOUND, "the run to end KILLED", 0.5)
         # The worker takes new work afterwards.
         assert wait(client, submit(client, dist_job("dist-after", 3))["id"],
                     timeout=JOB_TIMEOUT)["status"] == "succeeded"
