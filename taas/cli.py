@@ -32,6 +32,7 @@ def _common() -> argparse.ArgumentParser:
 
 
 COMMON = [_common()]
+EVENTS = ["job.succeeded", "job.failed", "job.cancelled", "sweep.finished"]
 
 
 def _add(sub: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
@@ -180,6 +181,22 @@ def _add_registry_commands(sub: Any) -> None:
         command.set_defaults(func=_client(f"sweeps_{name}"))
 
 
+def _add_webhook_commands(sub: Any) -> None:
+    hooks = _add(sub, "webhooks", help="be told when jobs and sweeps end (signed deliveries)"
+                 ).add_subparsers(dest="webhooks_command", required=True, metavar="ACTION")
+    create = _add(hooks, "create", help="deliver events to URL; prints the secret once")
+    create.add_argument("target", metavar="URL")  # `url` is the API's (--url)
+    create.add_argument("--event", action="append", choices=EVENTS,
+                        help="an event to deliver (repeat it; default: all)")
+    create.set_defaults(func=_client("webhooks_create"))
+    _add(hooks, "list", help="the endpoints").set_defaults(func=_client("webhooks_list"))
+    for name, text in (("delete", "remove an endpoint"),
+                       ("deliveries", "an endpoint's latest deliveries")):
+        command = _add(hooks, name, help=text)
+        command.add_argument("webhook_id", metavar="ID")
+        command.set_defaults(func=_client(f"webhooks_{name}"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="taas", description="Training as a service: submit, watch, predict.",
@@ -193,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_job_commands(sub)
     _add_registry_commands(sub)
+    _add_webhook_commands(sub)
     _add_server_commands(sub)
     return parser
 

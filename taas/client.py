@@ -6,7 +6,7 @@ import io
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +236,32 @@ class Client:
         result: dict[str, Any] = self.request("POST", f"/v1/sweeps/{sweep_id}/promote",
                                               json={"alias": alias})
         return result
+
+    # --- webhooks (v1.1) -----------------------------------------------------------------
+
+    def create_webhook(self, url: str, *, events: Sequence[str] | None = None
+                       ) -> dict[str, Any]:
+        """Deliveries to `url` of `events` (default: all of `job.succeeded`, `job.failed`,
+        `job.cancelled`, `sweep.finished`): `{id, url, events, created_at, secret}`. The
+        `whsec_...` secret verifies their signatures and is shown only here, once."""
+        body: dict[str, Any] = {"url": url}
+        if events is not None:
+            body["events"] = list(events)
+        result: dict[str, Any] = self.request("POST", "/v1/webhooks", json=body)
+        return result
+
+    def webhooks(self) -> list[dict[str, Any]]:
+        """The tenant's endpoints (without their secrets)."""
+        return list(self.request("GET", "/v1/webhooks"))
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        self.request("DELETE", f"/v1/webhooks/{webhook_id}")
+
+    def webhook_deliveries(self, webhook_id: str, *, limit: int = 50) -> list[dict[str, Any]]:
+        """The endpoint's latest deliveries, newest first: `[{id, type, status, attempts,
+        last_error, created_at, delivered_at}]`."""
+        return list(self.request("GET", f"/v1/webhooks/{webhook_id}/deliveries",
+                                 params={"limit": limit}))
 
 
 def load_spec(spec: Spec) -> Mapping[str, Any]:

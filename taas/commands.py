@@ -260,3 +260,33 @@ def sweeps_promote(client: Client, args: argparse.Namespace, out: Output) -> int
     found = client.promote_sweep(args.sweep_id, alias=args.alias)
     out.data(found, render.table([found]))
     return exits.SUCCEEDED
+
+
+def webhooks_create(client: Client, args: argparse.Namespace, out: Output) -> int:
+    found = client.create_webhook(args.target, events=args.event or None)
+    out.data(found, f"webhook [bold]{found['id']}[/] -> {found['url']} "
+                    f"({', '.join(found['events'])})\n"
+                    f"secret: {found['secret']}\n"
+                    "keep the secret: it verifies each delivery's signature and is not shown "
+                    "again")
+    return exits.SUCCEEDED
+
+
+def webhooks_list(client: Client, args: argparse.Namespace, out: Output) -> int:
+    found = client.webhooks()
+    out.data(found, render.table(found, ["id", "url", "events", "created_at"]) if found
+             else "no webhooks")
+    return exits.SUCCEEDED
+
+
+def webhooks_delete(client: Client, args: argparse.Namespace, out: Output) -> int:
+    client.delete_webhook(args.webhook_id)
+    out.data({"id": args.webhook_id, "deleted": True}, f"webhook {args.webhook_id} removed")
+    return exits.SUCCEEDED
+
+
+def webhooks_deliveries(client: Client, args: argparse.Namespace, out: Output) -> int:
+    found = client.webhook_deliveries(args.webhook_id)
+    out.data(found, render.table(found, ["id", "type", "status", "attempts", "last_error",
+                                         "created_at"]) if found else "no deliveries yet")
+    return exits.SUCCEEDED

@@ -257,3 +257,45 @@ def _take(events: Iterator[taas.Event], n: int) -> Iterator[taas.Event]:
             return
 
 
+
+
+# --- webhooks and evaluate, from the SDK and the CLI --------------------------------------
+
+
+def test_webhooks_from_the_sdk_and_the_cli(stack: Stack, client: taas.Client) -> None:
+    from standardwebhooks import Webhook as Verifier
+
+    from tests.integration.receiver import Receiver
+
+    with Receiver() as receiver:
+        hook = client.create_webhook(receiver.url, events=["job.succeeded"])
+        assert hook["secret"].startswith("whsec_") and hook["events"] == ["job.succeeded"]
+        job = client.submit(spec(name="sdk-hook", training=QUICK)).wait(progress=False)
+        (delivery,) = receiver.wait_for(1)
+        event = Verifier(hook["secret"]).verify(delivery.body, delivery.headers)
+        assert (event["type"], event["data"]["id"]) == ("job.succeeded", job.id)
+        listed = json.loads(taas_cli(stack, "webhooks", "list").stdout)
+        assert [h["id"] for h in listed] == [hook["id"]] and "secret" not in listed[0]
+        sent = json.loads(taas_cli(stack, "webhooks", "deliveries", hook["id"]).stdout)
+        assert [(d["type"], d["status"]) for d in sent] == [("job.succeeded", "delivered")]
+        made = taas_cli(stack, "webhooks", "create", receiver.url, "--event", "job.failed")
+        assert made.returncode == 0, made.stderr
+        second = json.loads(made.stdout)
+        assert second["secret"].startswith("whsec_") and second["events"] == ["job.failed"]
+        for hook_id in (hook["id"], second["id"]):
+            assert taas_cli(stack, "webhooks", "delete", hook_id).returncode == 0
+        assert client.webhooks() == []
+        gone = taas_cli(stack, "webhooks", "delete", hook["id"])
+        assert gone.returncode == 5 and "not_found" in gone.stdout + gone.stderr
+
+
+def test_evaluate_from_the_sdk_and_the_cli(stack: Stack, client: taas.Client,
+                                          tmp_path: Path) -> None:
+    job = client.fit(model=HEIGHTS["model"], training={**QUICK, "metrics": ["mae"]}, x=X, y=Y,
+                     name="sdk-evaluate", progress=False)
+    found = job.evaluate(X, Y)
+    assert found["samples"] == len(X) and set(found) >= {"loss", "mae"}
+    data = spec_file(tmp_path, {"x": X.tolist(), "y": Y.tolist()}, "data.json")
+    answer = taas_cli(stack, "evaluate", job.id, data)
+    assert answer.returncode == 0, answer.stderr
+    assert json.loads(answer.stdout) == pytest.approx(found)
