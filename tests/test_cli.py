@@ -39,9 +39,17 @@ def write(tmp_path: Path, spec: dict[str, Any]) -> str:
 
 
 def test_validate_heights_prints_the_summary(tmp_path: Path) -> None:
-    result = taas("validate", write(tmp_path, HEIGHTS))
-    assert result.returncode == 0, result.stderr
-    assert "Total params: 4,353" in result.stdout
+    import pexpect
+
+    child = pexpect.spawn(sys.executable, ["-m", "api.cli", "validate", write(tmp_path, HEIGHTS)],
+                          cwd=str(ROOT), encoding="utf-8", timeout=60)
+    child.expect("Total params: 4,353")  # on a terminal: the table
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    piped = taas("validate", write(tmp_path, HEIGHTS))  # piped: machine output
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout)["total_params"] == 4353
 
 
 def test_validate_reads_stdin_and_prints_json() -> None:
@@ -60,10 +68,15 @@ def test_validate_rejects_conv2d_on_a_flat_input(tmp_path: Path) -> None:
 
 
 def test_validate_rejects_an_unknown_field(tmp_path: Path) -> None:
-    spec = {"model": {"input_shape": [1], "layers": [{"type": "dense", "units": 1, "unit": 2}]}}
+    spec = {"model": {"input_shape": [1], "layers": [{"type": "dense", "units": 1,
+                                                       "activaton": "relu"}]}}
     result = taas("validate", write(tmp_path, spec))
     assert result.returncode == 2
-    assert "error at model.layers.0.unit:" in result.stderr
+    assert "error at model.layers.0.activaton:" in result.stderr
+    assert "(did you mean 'activation'?)" in result.stderr  # as the API says it
+    error = json.loads(result.stdout)["error"]  # piped: the API's error shape
+    assert error["type"] == "validation_error"
+    assert error["errors"][0]["loc"] == ["model", "layers", 0, "activaton"]
 
 
 def free_port() -> int:
