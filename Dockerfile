@@ -50,8 +50,9 @@ RUN useradd --create-home --uid 10001 --user-group taas \
     && chown taas:taas /data /mlartifacts
 USER 10001:10001
 
-# SIGTERM is a warm shutdown for Celery (a running job hands back its message and is
-# re-queued) and a graceful one for uvicorn; compose gives each a stop grace period.
+# SIGTERM is a warm shutdown for Celery (no new job; the running one may finish within the
+# stop grace period, or is killed and resumed from its checkpoint by the next worker) and a
+# graceful one for uvicorn; compose gives each a stop grace period.
 STOPSIGNAL SIGTERM
 EXPOSE 8000
 # Liveness of the default command (the API). Compose sets each service's own check.
