@@ -249,6 +249,11 @@ def _plan(args: argparse.Namespace) -> Plan:
     return Plan(args, data_dir, _url(args.host, args.port), mlflow_url, not external, env)
 
 
+WEBHOOK_WORKER = ["celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
+                  "--queues", "webhooks", "--pool", "threads", "--concurrency", "4",
+                  "--hostname", "webhooks@%h"]
+
+
 def _start_stack(sup: Supervisor, plan: Plan) -> None:
     args, data = plan.args, plan.data_dir
     sup.run("alembic", ["alembic", "upgrade", "head"])
@@ -263,14 +268,17 @@ def _start_stack(sup: Supervisor, plan: Plan) -> None:
             {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
         sup.wait_http("MLflow", f"{plan.mlflow_url}/health")
     sup.start("worker", ["celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
-                         "--concurrency", str(args.workers)])
+                         "--concurrency", str(args.workers), "--exclude-queues", "webhooks"])
+    # Deliveries have their own worker (threads: they wait on the network, not the CPU), so a
+    # job's webhook never waits behind a training that holds the only process.
+    sup.start("webhooks", WEBHOOK_WORKER)
     sup.start("api", ["uvicorn", "api.main:app", "--host", args.host, "--port", str(args.port)])
     sup.wait_http("the API", f"{plan.api_url}/readyz")
 
 
 def _started(plan: Plan) -> list[str]:
     """The processes `_start_stack` starts, each logging to logs/<name>.log."""
-    return [*(["mlflow"] if plan.start_mlflow else []), "worker", "api"]
+    return [*(["mlflow"] if plan.start_mlflow else []), "worker", "webhooks", "api"]
 
 
 def _announce(plan: Plan) -> None:

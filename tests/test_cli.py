@@ -152,7 +152,7 @@ def test_up_serves_and_stops_cleanly_on_ctrl_c(
         checks = json.loads(response.read())["checks"]
     assert checks == {"database": "ok", "broker": "ok", "mlflow": "ok"}
     children = child_pids(proc.pid)
-    assert len(children) == 3  # mlflow, worker, api
+    assert len(children) == 4  # mlflow, worker, webhooks, api
 
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 0
@@ -168,4 +168,4 @@ def test_up_names_the_real_log_folder_and_files(tmp_path: Path,
                 mlflow_url="http://127.0.0.1:5000", start_mlflow=True, env={})
     _announce(plan)
     line = next(x for x in capsys.readouterr().out.splitlines() if "logs:" in x)
-    assert f"{tmp_path / 'data' / 'logs'} (mlflow.log, worker.log, api.log)" in line
+    assert f"{tmp_path / 'data' / 'logs'} (mlflow.log, worker.log, webhooks.log, api.log)" in line

@@ -20,7 +20,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 
-EXPECTED_SERVICES = {"postgres", "redis", "mlflow", "migrate", "api", "worker", "worker-gpu"}
+EXPECTED_SERVICES = {"postgres", "redis", "mlflow", "migrate", "api", "worker", "webhooks",
+                     "worker-gpu"}
 ONE_SHOT_SERVICES = {"migrate"}
 APP_SERVICES = ("api", "worker", "worker-gpu")
 TAAS_IMAGE_SERVICES = ("mlflow", "migrate", "api", "worker", "worker-gpu")
@@ -173,16 +174,20 @@ def test_mlflow_waits_for_postgres(services: dict) -> None:
     assert depends_on(services["mlflow"]).get("postgres") == "service_healthy"
 
 
-@pytest.mark.parametrize(("name", "queues"), [("worker", ["cpu", "webhooks"]),
+@pytest.mark.parametrize(("name", "queues"), [("worker", ["cpu"]), ("webhooks", ["webhooks"]),
                                               ("worker-gpu", ["gpu"])])
 def test_workers_consume_their_queues(services: dict, name: str, queues: list[str]) -> None:
     assert option(command_args(services[name]), "-Q", "--queues").split(",") == queues
 
 
-@pytest.mark.parametrize("name", ["worker", "worker-gpu"])
-def test_worker_healthcheck_pings_its_own_node(services: dict, name: str) -> None:
-    # worker.ping asks celery@<this container's hostname>, without importing torch.
-    assert services[name]["healthcheck"]["test"] == ["CMD", "python", "-m", "worker.ping"]
+@pytest.mark.parametrize(("name", "node"), [("worker", []), ("worker-gpu", []),
+                                            ("webhooks", ["webhooks"])])
+def test_worker_healthcheck_pings_its_own_node(services: dict, name: str,
+                                               node: list[str]) -> None:
+    # worker.ping asks <node>@<this container's hostname>, without importing torch.
+    assert services[name]["healthcheck"]["test"] == ["CMD", "python", "-m", "worker.ping", *node]
+    if node:
+        assert option(command_args(services[name]), "-n", "--hostname") == f"{node[0]}@%h"
 
 
 def test_gpu_worker_reserves_nvidia_gpus_in_its_own_profile(services: dict) -> None:
