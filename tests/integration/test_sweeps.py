@@ -6,6 +6,7 @@ import math
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -226,15 +227,17 @@ def test_sweeps_are_checked_whole_and_belong_to_their_tenant(
         assert alice.post(f"/v1/sweeps/{sweep['id']}/cancel").status_code == 409
 
 
+@pytest.mark.parametrize("kind", ["postgres-redis", "embedded"])
 def test_duplicate_turns_and_a_killed_worker_never_break_the_limits(
-        stack_factory: StackFactory) -> None:
+        stack_factory: StackFactory, kind: str) -> None:
+    """On Postgres the turn's lock is an advisory lock; on the embedded default a file lock."""
     from api.queue import SWEEP_TASK, make_celery
     from api.settings import Settings
     from tests.integration.test_faults import FAULT_ENV, worker_children
 
-    stack = stack_factory("postgres-redis", env={**FAULT_ENV, "TAAS_WORKER_THREADS": "1"},
-                          workers=2)
-    app = make_celery(Settings(broker_url=stack.env["TAAS_BROKER_URL"]))
+    stack = stack_factory(kind, env={**FAULT_ENV, "TAAS_WORKER_THREADS": "1"}, workers=2)
+    app = make_celery(Settings(broker_url=stack.env.get("TAAS_BROKER_URL"),
+                               data_dir=Path(stack.env["TAAS_DATA_DIR"])))
     body = sweep_body(base=heights_base(epochs=60, batch_size=1), max_trials=5,
                       max_parallel=2)
     with stack.client() as client:
