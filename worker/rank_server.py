@@ -78,6 +78,7 @@ def serve(preload: list[str]) -> None:
 
 
 def _fork(request: dict[str, Any], private: list[int]) -> int:
+    server = os.getpid()
     pid = os.fork()
     if pid:
         return pid
@@ -93,6 +94,8 @@ def _fork(request: dict[str, Any], private: list[int]) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.setsid()  # its own session: killing it (and whatever it starts) spares the server
         die_with_parent()
+        if os.getppid() != server:  # the server died before the line above
+            raise SystemExit(1)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.environ.update(request["env"])
@@ -103,7 +106,7 @@ def _fork(request: dict[str, Any], private: list[int]) -> int:
         module, function = request["target"].split(":")
         code = int(getattr(importlib.import_module(module), function)(*request["args"]) or 0)
     except SystemExit as error:
-        code = error.code if isinstance(error.code, int) else 1
+        code = 0 if error.code is None else error.code if isinstance(error.code, int) else 1
     except BaseException:
         traceback.print_exc()
     finally:
