@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,16 @@ def _rank(rank: int, world: int, init: str, model_spec: dict[str, Any], out: str
     finally:
         strategy.stop()
     torch.save({"epochs": epochs, "weights": weights}, Path(out) / f"rank{rank}.pt")
+    _leave()
+
+
+def _leave() -> None:
+    """Exit as the rank server's ranks do (os._exit): an interpreter teardown after a gloo
+    process group sometimes aborts in a C++ destructor ("terminate called without an active
+    exception"), after the rank's work is done and saved."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _free_port() -> int:
@@ -176,6 +187,7 @@ def _unseeded_rank(rank: int, world: int, init: str, out: str) -> None:
     finally:
         strategy.stop()
     torch.save({"x_train": setup.x_train, "x_val": setup.x_val}, Path(out) / f"rank{rank}.pt")
+    _leave()
 
 
 def test_unseeded_processes_hold_the_same_split(tmp_path: Path) -> None:
