@@ -219,13 +219,3 @@ def _is_rank(pid: int, run_dir: Path) -> bool:
         return not sys.platform.startswith("linux")  # no /proc: trust the pid file
     return ENTRY.encode() in cmdline and str(run_dir).encode() in cmdline
 
-
-def leftovers(run_dir: Path) -> list[int]:
-    """Ranks of this job still alive (for checks and tests)."""
-    alive = []
-    for pid_file in run_dir.glob("rank-*.pid"):
-        with contextlib.suppress(ValueError, OSError):
-            pid = int(pid_file.read_text())
-            if _is_rank(pid, run_dir) and Path(f"/proc/{pid}").exists():
-                alive.append(pid)
-    return alive
